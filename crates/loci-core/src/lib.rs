@@ -1,0 +1,1 @@
+//! loci-core (grows with later issues).

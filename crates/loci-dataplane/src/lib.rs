@@ -1,0 +1,1 @@
+//! loci-dataplane (grows with later issues).

@@ -1,0 +1,1 @@
+//! loci-sim (grows with later issues).
