@@ -1,1 +1,19 @@
-//! loci-core (grows with later issues).
+//! loci-core: the LISP protocol, sans-IO.
+//!
+//! Each role (Map-Server, Map-Resolver, ETR, ...) is a plain state machine driven by explicit
+//! time and datagrams; [`node::Node`] holds the roles one configuration enables. No sockets, no
+//! clock, no tokio: the daemon, the simulator and tests drive it the same way.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod eid;
+pub mod etr;
+pub mod map_resolver;
+pub mod map_server;
+pub mod mapping;
+pub mod negative;
+pub mod node;
+pub mod prefix_table;
+pub mod pubsub;
+pub mod ratelimit;
+pub mod stats;

@@ -1,1 +1,232 @@
-fn main() {}
+//! `loci`: the LISP daemon and its tools.
+
+mod api;
+mod config;
+mod daemon;
+mod decode;
+mod lig;
+mod show;
+mod state;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "loci", version, about = "LISP (Locator/ID Separation Protocol): Map-Server, Map-Resolver and ETR")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon with the roles its configuration enables
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and report every problem with file, line and field
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Show a running daemon's state
+    Show {
+        what: ShowWhat,
+        /// The daemon's API socket (default: from --config, else the only socket in /run/loci)
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Read the API socket path from this configuration
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Only this instance ID (registrations)
+        #[arg(long)]
+        iid: Option<u32>,
+        /// Only registrations inside this prefix
+        prefix: Option<String>,
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a Map-Resolver for an EID's mapping (an Encapsulated Map-Request, like lig)
+    Lig {
+        /// EID address or prefix
+        eid: String,
+        /// Map-Resolver address (default: the first map-resolver of --config, or the node
+        /// itself when it is a Map-Resolver)
+        #[arg(long)]
+        mr: Option<IpAddr>,
+        /// Configuration to take the Map-Resolver from
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        iid: u32,
+        #[arg(long, default_value_t = 4342)]
+        port: u16,
+        /// Seconds to wait for the answer
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask one Map-Server directly for an EID's mapping (a plain Map-Request)
+    Rig {
+        eid: String,
+        /// Map-Server address
+        #[arg(long)]
+        to: IpAddr,
+        #[arg(long, default_value_t = 0)]
+        iid: u32,
+        #[arg(long, default_value_t = 4342)]
+        port: u16,
+        #[arg(long, default_value_t = 2.0)]
+        timeout: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decode LISP control messages given as hex (arguments or standard input)
+    Decode {
+        /// Hex strings; whitespace and colons are ignored
+        hex: Vec<String>,
+        /// Decode as a data-plane header (UDP 4341 payload) instead of a control message
+        #[arg(long)]
+        data: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShowWhat {
+    Sites,
+    Registrations,
+    Subscriptions,
+    Database,
+    Stats,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LOCI_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loci: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = config::load(&config)?;
+            runtime()?.block_on(daemon::run(cfg))
+        }
+        Command::Check { config } => {
+            let cfg = config::load(&config)?;
+            println!("{}: OK ({})", config.display(), config::summary(&cfg));
+            Ok(())
+        }
+        Command::Show { what, socket, config, iid, prefix, json } => {
+            let socket = api_socket(socket, config.as_deref())?;
+            let path = match what {
+                ShowWhat::Sites => "/sites".to_string(),
+                ShowWhat::Registrations => {
+                    let mut q = Vec::new();
+                    if let Some(i) = iid {
+                        q.push(format!("iid={i}"));
+                    }
+                    if let Some(p) = &prefix {
+                        q.push(format!("prefix={}", p.replace('/', "%2F").replace('[', "%5B").replace(']', "%5D")));
+                    }
+                    format!("/registrations?{}", q.join("&"))
+                }
+                ShowWhat::Subscriptions => "/subscriptions".into(),
+                ShowWhat::Database => "/database".into(),
+                ShowWhat::Stats => "/stats".into(),
+            };
+            let v = runtime()?.block_on(api::get(&socket, &path))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!(
+                    "{}",
+                    match what {
+                        ShowWhat::Sites => show::sites(&v),
+                        ShowWhat::Registrations => show::registrations(&v),
+                        ShowWhat::Subscriptions => show::subscriptions(&v),
+                        ShowWhat::Database => show::database(&v),
+                        ShowWhat::Stats => show::stats(&v),
+                    }
+                );
+            }
+            Ok(())
+        }
+        Command::Lig { eid, mr, config, iid, port, timeout, json } => {
+            let mr = match (mr, config) {
+                (Some(mr), _) => mr,
+                (None, Some(c)) => {
+                    let cfg = config::load(&c)?;
+                    let own = cfg.core.map_resolver.as_ref().and_then(|_| cfg.node.listen.first().copied());
+                    let own = own.map(|a| if a.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { a });
+                    cfg.map_resolvers.first().copied().or(own).context("the configuration names no map-resolver")?
+                }
+                (None, None) => bail!("give --mr ADDRESS or --config FILE"),
+            };
+            ask(&eid, iid, SocketAddr::new(mr, port), true, timeout, json)
+        }
+        Command::Rig { eid, to, iid, port, timeout, json } => {
+            ask(&eid, iid, SocketAddr::new(to, port), false, timeout, json)
+        }
+        Command::Decode { hex, data } => decode::run(&hex, data),
+    }
+}
+
+fn ask(eid: &str, iid: u32, server: SocketAddr, encapsulate: bool, timeout: f64, json: bool) -> anyhow::Result<()> {
+    let eid = lig::parse_eid(eid, iid)?;
+    let timeout = Duration::try_from_secs_f64(timeout).context("bad --timeout")?;
+    let kind = if encapsulate { "Encapsulated Map-Request" } else { "Map-Request" };
+    if !json {
+        println!("Send {kind} to {server} for {eid} ...");
+    }
+    let answer = runtime()?.block_on(lig::query(server, eid, encapsulate, timeout))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lig::to_json(&answer))?);
+    } else {
+        print!("{}", lig::render(&eid, &answer));
+    }
+    Ok(())
+}
+
+/// The API socket to talk to: given, from a config file, or the only one in /run/loci.
+fn api_socket(socket: Option<PathBuf>, config: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(s) = socket {
+        return Ok(s);
+    }
+    if let Some(c) = config {
+        return Ok(config::load(c)?.node.api_socket);
+    }
+    let dir = Path::new("/run/loci");
+    let socks: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "sock")).collect()
+        })
+        .unwrap_or_default();
+    match socks.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no daemon API socket in {}: give --socket or --config", dir.display()),
+        many => bail!("several daemons in {} ({}): give --socket or --config", dir.display(), many.len()),
+    }
+}

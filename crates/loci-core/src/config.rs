@@ -1,0 +1,146 @@
+//! Validated configuration of a node, as the protocol code uses it.
+//!
+//! The daemon builds these from its TOML file (reporting file, line, field and reason); the
+//! simulator and tests build them directly. Secrets are already resolved (key files read).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use loci_wire::auth::{Algorithm, KeyRing, SendPolicy};
+use loci_wire::Locator;
+
+use crate::eid::EidPrefix;
+
+/// Everything one node runs. A role is enabled when its section is present.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    pub name: String,
+    pub map_server: Option<MapServerConfig>,
+    pub map_resolver: Option<MapResolverConfig>,
+    pub etr: Option<EtrConfig>,
+    pub limits: Limits,
+}
+
+/// One site a Map-Server accepts registrations from.
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub name: String,
+    /// Keys by Key ID; a Map-Register must verify with one of them.
+    pub keys: KeyRing,
+    /// Algorithm and MAC shape of the Map-Notify messages sent to this site's ETRs.
+    pub notify_policy: SendPolicy,
+    /// Accept Map-Registers with algorithm 0 (no authentication). Off unless configured.
+    pub allow_unauthenticated: bool,
+    pub eid_prefixes: Vec<SiteEidPrefix>,
+    /// Answer Map-Requests for this site's EIDs even if the ETR did not set the P bit.
+    pub force_proxy_reply: bool,
+    /// Pub/sub (RFC 9437): who may subscribe to this site's EIDs and the key that signs
+    /// publications. `None` disables subscriptions to this site's prefixes.
+    pub pubsub: Option<PubSubPolicy>,
+}
+
+/// A prefix a site may register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SiteEidPrefix {
+    pub prefix: EidPrefix,
+    /// Also accept registrations of prefixes inside `prefix` (hosts, subnets).
+    pub accept_more_specifics: bool,
+}
+
+/// Who may subscribe and how publications are signed.
+#[derive(Debug, Clone)]
+pub struct PubSubPolicy {
+    /// Subscribers must present one of these Site-IDs; empty means any.
+    pub allowed_site_ids: Vec<u64>,
+    /// Subscribers must present one of these xTR-IDs; empty means any.
+    pub allowed_xtr_ids: Vec<u128>,
+    pub key_id: u8,
+    pub key: Vec<u8>,
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MapServerConfig {
+    pub sites: Vec<SiteConfig>,
+    /// Largest number of (IID, prefix) registrations held; more are refused and counted.
+    pub max_registrations: usize,
+    /// Largest number of subscriptions held across all prefixes.
+    pub max_subscriptions: usize,
+}
+
+/// A Map-Server a standalone Map-Resolver forwards to, with the prefixes it serves.
+#[derive(Debug, Clone)]
+pub struct MapServerPeer {
+    pub address: IpAddr,
+    pub eid_prefixes: Vec<EidPrefix>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct MapResolverConfig {
+    /// Empty when the Map-Server is co-located (same node).
+    pub map_servers: Vec<MapServerPeer>,
+}
+
+/// An EID prefix this node is authoritative for, with its locator set.
+#[derive(Debug, Clone)]
+pub struct DatabaseMapping {
+    pub prefix: EidPrefix,
+    pub locators: Vec<Locator>,
+}
+
+/// A Map-Server an ETR registers with.
+#[derive(Debug, Clone)]
+pub struct RegisterPeer {
+    pub address: SocketAddr,
+    pub key_id: u8,
+    pub key: Vec<u8>,
+    pub policy: SendPolicy,
+}
+
+#[derive(Debug, Clone)]
+pub struct EtrConfig {
+    pub database: Vec<DatabaseMapping>,
+    pub map_servers: Vec<RegisterPeer>,
+    /// Ask the Map-Server to answer Map-Requests for us (P bit).
+    pub proxy_reply: bool,
+    /// Ask the Map-Server to merge our RLOCs with those of the site's other xTRs (a bit).
+    pub merge: bool,
+    /// xTR-ID and Site-ID sent with every Map-Register (I bit).
+    pub xtr_id: u128,
+    pub site_id: u64,
+    /// Record TTL of our mappings, in minutes.
+    pub record_ttl: u32,
+    /// First nonce to use (the daemon restores the last one sent, so nonces only increase).
+    pub first_nonce: u64,
+}
+
+/// Protocol timers and bounds. Defaults follow the RFCs.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Registrations expire this long after their last refresh (RFC 9301 §8.2: 3 minutes).
+    pub registration_timeout: Duration,
+    /// ETR Map-Register interval (RFC 9301 §8.2: 1 minute).
+    pub register_interval: Duration,
+    /// Map-Requests accepted per second from one source at a Map-Server or Map-Resolver.
+    pub map_requests_per_source: u32,
+    /// Map-Registers accepted per second from one source.
+    pub map_registers_per_source: u32,
+    /// Identical Map-Replies (same destination RLOC and EID-prefix) at most once per this
+    /// interval (RFC 9301 §5.4: 3 seconds; 0 disables).
+    pub map_reply_repeat: Duration,
+    /// Bound on the per-source rate-limiter tables.
+    pub max_rate_limited_sources: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            registration_timeout: Duration::from_secs(180),
+            register_interval: Duration::from_secs(60),
+            map_requests_per_source: 1000,
+            map_registers_per_source: 1000,
+            map_reply_repeat: Duration::from_secs(3),
+            max_rate_limited_sources: 100_000,
+        }
+    }
+}

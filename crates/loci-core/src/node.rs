@@ -1,0 +1,196 @@
+//! One LISP node: the roles its configuration enables, driven sans-IO.
+//!
+//! The daemon feeds it datagrams and time and sends what it emits; the simulator does the same
+//! on virtual time; tests call it by hand. Nothing here touches a socket or a clock.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use loci_wire::ecm::Ecm;
+use loci_wire::message::{message_type, peek_type};
+use loci_wire::{Notes, Wire};
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+
+use crate::config::NodeConfig;
+use crate::eid::EidPrefix;
+use crate::etr::Etr;
+use crate::map_resolver::MapResolver;
+use crate::map_server::MapServer;
+use crate::stats::{Drop, Stats};
+
+/// The LISP control port (RFC 9301 §5).
+pub const CONTROL_PORT: u16 = 4342;
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Source address to send from, when it matters (replies go out from the address the
+    /// request came to); `None` lets the host choose.
+    pub src: Option<IpAddr>,
+    pub dst: SocketAddr,
+    pub data: Vec<u8>,
+}
+
+/// Something that changed, for logs, the API and other components.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A registration was added or its RLOC set changed.
+    Registered { site: String, prefix: EidPrefix, by: IpAddr },
+    /// A registration expired or was withdrawn.
+    Unregistered { site: String, prefix: EidPrefix },
+    /// The Map-Server acknowledged this ETR's registration.
+    RegistrationAcknowledged { map_server: SocketAddr },
+    /// Replay-protection nonces changed and should be persisted (batched by the caller).
+    NoncesChanged,
+}
+
+/// Where role handlers put what they produce.
+#[derive(Debug, Default)]
+pub struct Io {
+    pub transmits: VecDeque<Transmit>,
+    pub events: VecDeque<Event>,
+    pub stats: Stats,
+}
+
+impl Io {
+    /// Queues `msg` for `dst` and counts it under `name`.
+    pub fn send(&mut self, name: &'static str, src: Option<IpAddr>, dst: SocketAddr, data: Vec<u8>) {
+        self.stats.sent(name);
+        self.transmits.push_back(Transmit { src, dst, data });
+    }
+
+    /// Counts the tolerated oddities a decoder noted.
+    pub fn note(&mut self, notes: &Notes) {
+        if !notes.is_clean() {
+            self.stats.tolerated += 1;
+        }
+    }
+}
+
+/// A node and its enabled roles.
+pub struct Node {
+    pub name: String,
+    ms: Option<MapServer>,
+    mr: Option<MapResolver>,
+    etr: Option<Etr>,
+    rng: StdRng,
+    io: Io,
+}
+
+impl Node {
+    /// Builds a node; `seed` makes its nonces reproducible (the daemon passes a random seed).
+    pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Self {
+        let limits = config.limits.clone();
+        Node {
+            name: config.name,
+            ms: config.map_server.map(|c| MapServer::new(c, &limits)),
+            mr: config.map_resolver.map(|c| MapResolver::new(c, &limits)),
+            etr: config.etr.map(|c| Etr::new(c, &limits, now)),
+            rng: StdRng::seed_from_u64(seed),
+            io: Io::default(),
+        }
+    }
+
+    /// Handles one UDP datagram that arrived on `local` from `remote`.
+    pub fn handle_datagram(&mut self, now: Instant, local: SocketAddr, remote: SocketAddr, data: &[u8]) {
+        let io = &mut self.io;
+        let Ok(kind) = peek_type(data) else {
+            io.stats.drop(Drop::Malformed);
+            return;
+        };
+        match kind {
+            message_type::MAP_REGISTER => match &mut self.ms {
+                Some(ms) => ms.handle_register(now, local, remote, data, io),
+                None => io.stats.drop(Drop::Unexpected),
+            },
+            message_type::MAP_NOTIFY_ACK => match &mut self.ms {
+                Some(ms) => ms.handle_notify_ack(now, remote, data, io),
+                None => io.stats.drop(Drop::Unexpected),
+            },
+            message_type::MAP_NOTIFY => match &mut self.etr {
+                Some(etr) => etr.handle_notify(now, remote, data, io),
+                None => io.stats.drop(Drop::Unexpected),
+            },
+            message_type::ECM => {
+                let (ecm, notes) = match Ecm::parse_noting(data) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        io.stats.drop(Drop::Malformed);
+                        return;
+                    }
+                };
+                io.note(&notes);
+                io.stats.received("Encapsulated-Control-Message");
+                // A Map-Resolver takes requests from ITRs; a Map-Server without one takes them
+                // from Map-Resolvers; an ETR takes them from its Map-Server.
+                if let Some(mr) = &mut self.mr {
+                    mr.handle_ecm(now, local, remote, ecm, self.ms.as_mut(), &mut self.rng, io);
+                } else if let Some(ms) = &mut self.ms {
+                    ms.handle_ecm(now, local, remote, &ecm, io);
+                } else if let Some(etr) = &mut self.etr {
+                    etr.handle_ecm(now, local, &ecm, io);
+                } else {
+                    io.stats.drop(Drop::Unexpected);
+                }
+            }
+            message_type::MAP_REQUEST => {
+                if let Some(ms) = &mut self.ms {
+                    ms.handle_direct_request(now, local, remote, data, io);
+                } else if let Some(etr) = &mut self.etr {
+                    etr.handle_direct_request(now, local, remote, data, io);
+                } else {
+                    io.stats.drop(Drop::Unexpected);
+                }
+            }
+            _ => io.stats.drop(Drop::Unexpected),
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(ms) = &mut self.ms {
+            ms.handle_timeout(now, &mut self.io);
+        }
+        if let Some(etr) = &mut self.etr {
+            etr.handle_timeout(now, &mut self.rng, &mut self.io);
+        }
+    }
+
+    /// When `handle_timeout` should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let ms = self.ms.as_ref().and_then(|m| m.poll_timeout());
+        let etr = self.etr.as_ref().and_then(|e| e.poll_timeout());
+        [ms, etr].into_iter().flatten().min()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.io.transmits.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.io.events.pop_front()
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.io.stats
+    }
+
+    pub fn map_server(&self) -> Option<&MapServer> {
+        self.ms.as_ref()
+    }
+
+    pub fn map_server_mut(&mut self) -> Option<&mut MapServer> {
+        self.ms.as_mut()
+    }
+
+    pub fn etr(&self) -> Option<&Etr> {
+        self.etr.as_ref()
+    }
+
+    /// A fresh random 64-bit nonce.
+    pub fn nonce(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+}

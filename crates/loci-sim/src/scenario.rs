@@ -1,0 +1,97 @@
+//! Builders for the configurations simulator scenarios and tests use.
+
+use std::net::{IpAddr, SocketAddr};
+
+use loci_core::config::{
+    DatabaseMapping, EtrConfig, Limits, MapResolverConfig, MapServerConfig, NodeConfig, PubSubPolicy, RegisterPeer,
+    SiteConfig, SiteEidPrefix,
+};
+use loci_core::eid::EidPrefix;
+use loci_wire::auth::{Algorithm, KeyRing, SendPolicy};
+use loci_wire::{Address, Locator};
+
+/// Parses an EID prefix written like `10.1.0.0/16` or `[1000]10.1.0.0/16`.
+pub fn prefix(s: &str) -> EidPrefix {
+    s.parse().unwrap_or_else(|e| panic!("bad prefix {s}: {e:?}"))
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap_or_else(|e| panic!("bad address {s}: {e}"))
+}
+
+/// A locator with unicast priority and weight.
+pub fn rloc(addr: &str, priority: u8, weight: u8) -> Locator {
+    Locator {
+        priority,
+        weight,
+        m_priority: 255,
+        m_weight: 0,
+        local: false,
+        probed: false,
+        reachable: true,
+        address: Address::from(ip(addr)),
+    }
+}
+
+/// A site registering `prefixes` (more-specifics accepted) with key 1 = `key`.
+pub fn site(name: &str, key: &[u8], prefixes: &[&str]) -> SiteConfig {
+    let mut keys = KeyRing::new();
+    keys.insert(1, key.to_vec());
+    SiteConfig {
+        name: name.into(),
+        keys,
+        notify_policy: SendPolicy::default(),
+        allow_unauthenticated: false,
+        eid_prefixes: prefixes
+            .iter()
+            .map(|p| SiteEidPrefix { prefix: prefix(p), accept_more_specifics: true })
+            .collect(),
+        force_proxy_reply: false,
+        pubsub: Some(PubSubPolicy {
+            allowed_site_ids: Vec::new(),
+            allowed_xtr_ids: Vec::new(),
+            key_id: 1,
+            key: key.to_vec(),
+            algorithm: Algorithm::HmacSha256_128,
+        }),
+    }
+}
+
+/// A combined Map-Server / Map-Resolver for `sites`.
+pub fn map_server(name: &str, sites: Vec<SiteConfig>) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        map_server: Some(MapServerConfig { sites, ..Default::default() }),
+        map_resolver: Some(MapResolverConfig::default()),
+        etr: None,
+        limits: Limits::default(),
+    }
+}
+
+/// An ETR registering `database` with the Map-Server at `ms` using key 1 = `key`.
+pub fn etr(name: &str, ms: &str, key: &[u8], database: Vec<(&str, Vec<Locator>)>, xtr_id: u128) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        map_server: None,
+        map_resolver: None,
+        etr: Some(EtrConfig {
+            database: database
+                .into_iter()
+                .map(|(p, locators)| DatabaseMapping { prefix: prefix(p), locators })
+                .collect(),
+            map_servers: vec![RegisterPeer {
+                address: SocketAddr::new(ip(ms), 4342),
+                key_id: 1,
+                key: key.to_vec(),
+                policy: SendPolicy::default(),
+            }],
+            proxy_reply: false,
+            merge: false,
+            xtr_id,
+            site_id: 1,
+            record_ttl: 1440,
+            first_nonce: 0,
+        }),
+        limits: Limits::default(),
+    }
+}

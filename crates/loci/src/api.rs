@@ -1,0 +1,208 @@
+//! The daemon's HTTP/JSON API on a Unix socket, and the small client `loci show` uses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing;
+use axum::{Json, Router};
+use loci_core::eid::EidPrefix;
+use loci_core::node::Node;
+use loci_wire::Locator;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::daemon::Shared;
+
+type ApiResult = Result<Json<Value>, (StatusCode, String)>;
+
+pub async fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // A stale socket from a previous run would make bind fail.
+    let _ = std::fs::remove_file(&path);
+    let listener =
+        tokio::net::UnixListener::bind(&path).with_context(|| format!("cannot bind API socket {}", path.display()))?;
+    let app = Router::new()
+        .route("/stats", routing::get(stats))
+        .route("/sites", routing::get(sites))
+        .route("/registrations", routing::get(registrations))
+        .route("/subscriptions", routing::get(subscriptions))
+        .route("/database", routing::get(database))
+        .with_state(shared);
+    axum::serve(listener, app).await.context("API server failed")
+}
+
+fn with_node<T>(shared: &Shared, f: impl FnOnce(&Node) -> T) -> Result<T, (StatusCode, String)> {
+    let node = shared.node.lock().map_err(|_| (StatusCode::INTERNAL_SERVER_ERROR, "node lock poisoned".to_string()))?;
+    Ok(f(&node))
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let uptime = shared.started.elapsed().as_secs();
+    with_node(&shared, |n| {
+        let s = n.stats();
+        let registrations = n.map_server().map(|m| m.registrations().len());
+        Json(json!({
+            "node": n.name,
+            "uptime_secs": uptime,
+            "received": s.received,
+            "sent": s.sent,
+            "drops": s.drops,
+            "site_drops": s.site_drops,
+            "tolerated": s.tolerated,
+            "negative_replies": s.negative_replies,
+            "proxy_replies": s.proxy_replies,
+            "forwarded_requests": s.forwarded_requests,
+            "registrations_expired": s.registrations_expired,
+            "registrations": registrations,
+        }))
+    })
+}
+
+async fn sites(State(shared): State<Arc<Shared>>) -> ApiResult {
+    with_node(&shared, |n| {
+        let Some(ms) = n.map_server() else { return Json(json!([])) };
+        let mut counts = vec![0usize; ms.sites().len()];
+        for (_, r) in ms.registrations().iter() {
+            counts[r.site] += 1;
+        }
+        let drops = &n.stats().site_drops;
+        Json(Value::Array(
+            ms.sites()
+                .iter()
+                .zip(counts)
+                .map(|(s, registered)| {
+                    json!({
+                        "name": s.config.name,
+                        "eid_prefixes": s.config.eid_prefixes.iter().map(|p| json!({
+                            "prefix": p.prefix.to_string(),
+                            "accept_more_specifics": p.accept_more_specifics,
+                        })).collect::<Vec<_>>(),
+                        "registered": registered,
+                        "pubsub": s.config.pubsub.is_some(),
+                        "drops": drops.get(&s.config.name),
+                    })
+                })
+                .collect(),
+        ))
+    })
+}
+
+#[derive(Deserialize)]
+struct RegFilter {
+    iid: Option<u32>,
+    prefix: Option<String>,
+}
+
+fn locators(l: &[Locator]) -> Value {
+    Value::Array(
+        l.iter()
+            .map(|l| json!({"address": l.address.to_string(), "priority": l.priority, "weight": l.weight, "reachable": l.reachable}))
+            .collect(),
+    )
+}
+
+fn secs_until(t: Instant, now: Instant) -> u64 {
+    t.saturating_duration_since(now).as_secs()
+}
+
+async fn registrations(State(shared): State<Arc<Shared>>, Query(f): Query<RegFilter>) -> ApiResult {
+    let want: Option<EidPrefix> = match &f.prefix {
+        Some(p) => Some(p.parse().map_err(|e| (StatusCode::BAD_REQUEST, format!("bad prefix {p}: {e}")))?),
+        None => None,
+    };
+    let now = Instant::now();
+    with_node(&shared, |n| {
+        let Some(ms) = n.map_server() else { return Json(json!([])) };
+        let mut rows: Vec<_> = ms
+            .registrations()
+            .iter()
+            .filter(|(p, _)| f.iid.is_none_or(|i| p.iid == i))
+            .filter(|(p, _)| want.is_none_or(|w| w.covers(p)))
+            .take(10_000)
+            .map(|(p, r)| {
+                json!({
+                    "prefix": p.to_string(),
+                    "site": ms.sites()[r.site].config.name,
+                    "locators": locators(&r.locators()),
+                    "xtrs": r.xtrs.iter().map(|x| json!({
+                        "registrant": x.registrant.to_string(),
+                        "source": x.source.to_string(),
+                        "locators": locators(&x.locators),
+                        "ttl_minutes": x.ttl,
+                        "proxy_reply": x.proxy_reply,
+                        "merge": x.merge,
+                        "registered_secs_ago": now.saturating_duration_since(x.first_registered).as_secs(),
+                        "refreshed_secs_ago": now.saturating_duration_since(x.last_registered).as_secs(),
+                        "expires_in_secs": secs_until(x.expires, now),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        rows.sort_by(|a, b| a["prefix"].as_str().cmp(&b["prefix"].as_str()));
+        Json(Value::Array(rows))
+    })
+}
+
+async fn subscriptions(State(shared): State<Arc<Shared>>) -> ApiResult {
+    with_node(&shared, |n| {
+        let Some(ms) = n.map_server() else { return Json(json!([])) };
+        Json(Value::Array(
+            ms.subscriptions()
+                .iter()
+                .take(10_000)
+                .map(|(p, s)| {
+                    json!({
+                        "prefix": p.to_string(),
+                        "xtr_id": format!("{:032x}", s.xtr.xtr_id),
+                        "site_id": s.xtr.site_id,
+                        "itr_rlocs": s.itr_rlocs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+                        "awaiting_ack": s.pending.is_some(),
+                    })
+                })
+                .collect(),
+        ))
+    })
+}
+
+async fn database(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let now = Instant::now();
+    with_node(&shared, |n| {
+        let Some(etr) = n.etr() else { return Json(json!({"mappings": [], "map_servers": []})) };
+        Json(json!({
+            "mappings": etr.database().iter().map(|(p, m)| json!({
+                "prefix": p.to_string(),
+                "locators": locators(&m.locators),
+            })).collect::<Vec<_>>(),
+            "map_servers": etr.registrations().iter().map(|r| json!({
+                "address": r.peer.address.to_string(),
+                "acknowledged_secs_ago": r.acknowledged.map(|t| now.saturating_duration_since(t).as_secs()),
+                "awaiting_notify": r.outstanding.is_some(),
+                "next_register_in_secs": secs_until(r.next, now),
+            })).collect::<Vec<_>>(),
+        }))
+    })
+}
+
+/// GETs `path` from the API socket and returns the JSON body.
+pub async fn get(socket: &Path, path: &str) -> anyhow::Result<Value> {
+    let mut s = tokio::net::UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("cannot reach the daemon's API at {} (is `loci run` running?)", socket.display()))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: loci\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").context("malformed HTTP response")?;
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        bail!("API {path}: HTTP {status}: {body}");
+    }
+    serde_json::from_str(body).with_context(|| format!("API {path}: invalid JSON"))
+}

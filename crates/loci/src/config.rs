@@ -1,0 +1,1692 @@
+//! The daemon's TOML configuration (DESIGN §6): one file per node, parsed into the core's
+//! validated [`NodeConfig`] plus the settings only the daemon uses.
+//!
+//! Every error names the file, the line, the dotted field and the reason:
+//! `ms1.toml:12: map-server.site[0].auth.key: key must not be empty`. Syntax and type errors come
+//! from `toml` with a byte span; semantic errors carry a field path. An index of where each key
+//! and value sits in the text turns one into the other.
+//!
+//! Keys are kebab-case and unknown keys are refused (a typo must not silently drop a setting).
+//! A role runs when its section is present: `[map-server]`, `[map-resolver]`, `[xtr]`.
+//!
+//! Defaults, where a key is omitted:
+//! - `node.listen`: `0.0.0.0` and `::` (the daemon must bind the IPv6 socket `IPV6_V6ONLY`);
+//!   `node.control-port`: 4342; `node.api-socket`: `/run/loci/<name>.sock`; `node.state-dir`:
+//!   `/var/lib/loci/<name>`. Relative paths (these two, key files) are taken from the directory
+//!   of the configuration file, so a lab directory can be moved as a whole.
+//! - `[limits]`: the core's [`Limits::default`] (RFC values).
+//! - `map-server.max-registrations`: 2 000 000; `max-subscriptions`: 100 000.
+//! - auth: Key ID 0 for a single `key`/`key-file`; MAC of full length over the whole message
+//!   (what deployed implementations send). Key files: the bytes of the file, trailing CR/LF
+//!   removed (editors add one).
+//! - `xtr.xtr-id`: FNV-1a-128 of the node name, so it stays the same across restarts without
+//!   state; `site-id`: 0; `record-ttl`: 1440 minutes (RFC 9301 §8.2's day).
+//! - RLOC: priority 1, weight 100, m-priority 255 (not for multicast), m-weight 0, `local` true
+//!   (set it to false for locators of the site's other ETRs).
+//! - `EtrConfig::first_nonce` is 0: the daemon replaces it with the nonce saved in `state-dir`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use loci_core::config::{
+    DatabaseMapping, EtrConfig, Limits, MapResolverConfig, MapServerConfig, MapServerPeer, NodeConfig, PubSubPolicy,
+    RegisterPeer, SiteConfig, SiteEidPrefix,
+};
+use loci_core::eid::EidPrefix;
+use loci_wire::auth::{Algorithm, Coverage, KeyRing, MacLength, SendPolicy};
+use loci_wire::{Address, Locator};
+use serde::Deserialize;
+
+/// The LISP control port (RFC 9301 §5.1).
+pub const DEFAULT_CONTROL_PORT: u16 = 4342;
+pub const DEFAULT_MAX_REGISTRATIONS: usize = 2_000_000;
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100_000;
+/// One day, in minutes (RFC 9301 §8.2).
+pub const DEFAULT_RECORD_TTL: u32 = 1440;
+/// A key file larger than this is not a secret but a wrong path (and `/dev/zero` must not hang us).
+const MAX_KEY_FILE: u64 = 4096;
+/// Upper bound of every `*-secs` limit: one day.
+const MAX_LIMIT_SECS: u64 = 86_400;
+
+/// A parsed and validated configuration.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub node: NodeSettings,
+    /// What the protocol code runs.
+    pub core: NodeConfig,
+    /// `xtr.map-resolvers`: validated, not used until the ITR role exists.
+    pub map_resolvers: Vec<IpAddr>,
+    /// `xtr.instance[].tun`: TUN device name per instance ID, for the data plane.
+    pub tun_devices: BTreeMap<u32, String>,
+}
+
+/// `[node]`: what the daemon itself needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    pub name: String,
+    /// Control-plane addresses; the daemon binds `control_port` on each.
+    pub listen: Vec<IpAddr>,
+    pub control_port: u16,
+    pub api_socket: PathBuf,
+    /// Where the last Map-Register nonce is kept across restarts.
+    pub state_dir: PathBuf,
+}
+
+/// Why a configuration was refused. Displays as `file:line: field: reason`; line and field are
+/// left out when unknown (an unreadable file, a missing role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based.
+    pub line: Option<usize>,
+    /// Dotted path such as `map-server.site[0].auth.key`; empty for the whole file.
+    pub field: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, ": {}", self.field)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Reads and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<DaemonConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        line: None,
+        field: String::new(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(path, &text)
+}
+
+/// Validates `text`. `path` names the file in messages, and key files are read relative to its
+/// directory.
+/// One line saying which roles a valid configuration enables.
+pub fn summary(cfg: &DaemonConfig) -> String {
+    let c = &cfg.core;
+    let mut roles = Vec::new();
+    if let Some(ms) = &c.map_server {
+        roles.push(format!("map-server with {} site(s)", ms.sites.len()));
+    }
+    if let Some(mr) = &c.map_resolver {
+        roles.push(if mr.map_servers.is_empty() {
+            "map-resolver (co-located)".to_string()
+        } else {
+            format!("map-resolver forwarding to {} map-server(s)", mr.map_servers.len())
+        });
+    }
+    if let Some(etr) = &c.etr {
+        roles.push(format!("etr with {} EID-prefix(es), {} map-server(s)", etr.database.len(), etr.map_servers.len()));
+    }
+    if !cfg.map_resolvers.is_empty() {
+        roles.push(format!("{} map-resolver(s) for lookups", cfg.map_resolvers.len()));
+    }
+    if !cfg.tun_devices.is_empty() {
+        roles.push(format!("{} TUN device(s) named", cfg.tun_devices.len()));
+    }
+    format!("node {}: {}", cfg.node.name, roles.join(", "))
+}
+
+pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig> {
+    let ctx = Ctx { file: path, dir: path.parent().unwrap_or(Path::new("")), text, index: Index::build(text) };
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
+    ctx.build(raw)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written. Strings are kept raw where validation gives a better message than serde.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    /// Optional here to report its absence ourselves: serde's span for a missing top-level field
+    /// is the whole document, which the index cannot tell from a table that fills the file.
+    node: Option<RawNode>,
+    limits: Option<RawLimits>,
+    map_server: Option<RawMapServer>,
+    map_resolver: Option<RawMapResolver>,
+    xtr: Option<RawXtr>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNode {
+    name: String,
+    listen: Option<Vec<String>>,
+    control_port: Option<u16>,
+    api_socket: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLimits {
+    map_requests_per_source: Option<u32>,
+    map_registers_per_source: Option<u32>,
+    map_reply_repeat_secs: Option<u64>,
+    registration_timeout_secs: Option<u64>,
+    register_interval_secs: Option<u64>,
+    max_rate_limited_sources: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMapServer {
+    max_registrations: Option<usize>,
+    max_subscriptions: Option<usize>,
+    #[serde(default)]
+    site: Vec<RawSite>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSite {
+    name: String,
+    auth: RawAuth,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+    #[serde(default)]
+    proxy_reply: bool,
+    #[serde(default)]
+    eid_prefixes: Vec<RawSitePrefix>,
+    pubsub: Option<RawPubSub>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAuth {
+    algorithm: AlgorithmName,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    key_id: Option<u8>,
+    keys: Option<Vec<RawKey>>,
+    mac_length: Option<MacLengthName>,
+    mac_coverage: Option<CoverageName>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawKey {
+    id: u8,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+enum AlgorithmName {
+    #[serde(rename = "none")]
+    None,
+    #[serde(rename = "hmac-sha1-96")]
+    HmacSha1_96,
+    #[serde(rename = "hmac-sha256-128")]
+    HmacSha256_128,
+    #[serde(rename = "hmac-sha256-128-hkdf")]
+    HmacSha256_128Hkdf,
+}
+
+impl From<AlgorithmName> for Algorithm {
+    fn from(a: AlgorithmName) -> Self {
+        match a {
+            AlgorithmName::None => Algorithm::None,
+            AlgorithmName::HmacSha1_96 => Algorithm::HmacSha1_96,
+            AlgorithmName::HmacSha256_128 => Algorithm::HmacSha256_128,
+            AlgorithmName::HmacSha256_128Hkdf => Algorithm::HmacSha256_128Hkdf,
+        }
+    }
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum MacLengthName {
+    Full,
+    Truncated,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum CoverageName {
+    WholeMessage,
+    ThroughLastRecord,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSitePrefix {
+    prefix: String,
+    iid: Option<u32>,
+    #[serde(default)]
+    accept_more_specifics: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawPubSub {
+    /// The section's presence enables pub/sub; `allow = false` turns it off and keeps the rest.
+    #[serde(default = "yes")]
+    allow: bool,
+    #[serde(default)]
+    site_ids: Vec<u64>,
+    #[serde(default)]
+    xtr_ids: Vec<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    key_id: u8,
+    algorithm: Option<AlgorithmName>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMapResolver {
+    #[serde(default)]
+    map_servers: Vec<RawMapServerPeer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMapServerPeer {
+    address: String,
+    #[serde(default)]
+    eid_prefixes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawXtr {
+    #[serde(default)]
+    roles: Vec<Role>,
+    #[serde(default)]
+    map_servers: Vec<RawRegisterPeer>,
+    #[serde(default)]
+    map_resolvers: Vec<String>,
+    #[serde(default)]
+    proxy_reply: bool,
+    #[serde(default)]
+    merge: bool,
+    xtr_id: Option<String>,
+    #[serde(default)]
+    site_id: u64,
+    record_ttl: Option<u32>,
+    #[serde(default)]
+    instance: Vec<RawInstance>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum Role {
+    Itr,
+    Etr,
+    Pitr,
+    Petr,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRegisterPeer {
+    address: String,
+    port: Option<u16>,
+    auth: RawAuth,
+    #[serde(default)]
+    allow_unauthenticated: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawInstance {
+    #[serde(default)]
+    iid: u32,
+    tun: Option<String>,
+    #[serde(default)]
+    database: Vec<RawMapping>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMapping {
+    prefix: String,
+    #[serde(default)]
+    rlocs: Vec<RawRloc>,
+}
+
+/// Priorities and weights are read wide so that 300 gets "out of range 0-255", not a serde type error.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRloc {
+    address: String,
+    priority: Option<i64>,
+    weight: Option<i64>,
+    m_priority: Option<i64>,
+    m_weight: Option<i64>,
+    local: Option<bool>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Where things are in the text.
+
+/// Every key and value of the document by field path (`a.b[0].c`), with their byte spans.
+struct Index {
+    entries: Vec<Entry>,
+}
+
+struct Entry {
+    path: String,
+    key: Option<Range<usize>>,
+    /// `None` for implicit tables (`a` in `[a.b]`).
+    value: Option<Range<usize>>,
+}
+
+impl Index {
+    /// An empty index when the text does not parse: the typed parse then reports the syntax error.
+    fn build(text: &str) -> Index {
+        let mut entries = Vec::new();
+        if let Ok(doc) = toml_edit::ImDocument::parse(text) {
+            walk_table(&mut entries, "", doc.as_table());
+        }
+        Index { entries }
+    }
+
+    /// Where `path` starts (its value, else its key), or its nearest ancestor when it is absent
+    /// (a missing field is reported at the table that lacks it).
+    fn offset_of(&self, path: &str) -> Option<usize> {
+        let mut p = path;
+        loop {
+            let found = self.entries.iter().find(|e| e.path == p);
+            if let Some(r) = found.and_then(|e| e.value.as_ref().or(e.key.as_ref())) {
+                return Some(r.start);
+            }
+            p = parent(p)?;
+        }
+    }
+
+    /// The deepest field whose key or value holds `span`.
+    fn path_at(&self, span: &Range<usize>) -> Option<&str> {
+        self.entries
+            .iter()
+            .flat_map(|e| [&e.key, &e.value].into_iter().flatten().map(move |r| (e, r)))
+            .filter(|(_, r)| r.start <= span.start && span.end <= r.end)
+            .min_by_key(|(e, r)| (std::cmp::Reverse(depth(&e.path)), r.len()))
+            .map(|(e, _)| e.path.as_str())
+    }
+}
+
+fn walk_table(out: &mut Vec<Entry>, path: &str, table: &dyn toml_edit::TableLike) {
+    for (name, item) in table.iter() {
+        let key = table.key(name).and_then(|k| k.span());
+        walk_item(out, join(path, name), key, item);
+    }
+}
+
+fn walk_item(out: &mut Vec<Entry>, path: String, key: Option<Range<usize>>, item: &toml_edit::Item) {
+    use toml_edit::Item;
+    match item {
+        Item::None => {}
+        Item::Value(v) => walk_value(out, path, key, v),
+        Item::Table(t) => {
+            out.push(Entry { path: path.clone(), key, value: t.span() });
+            walk_table(out, &path, t);
+        }
+        Item::ArrayOfTables(a) => {
+            out.push(Entry { path: path.clone(), key, value: a.span() });
+            for (i, t) in a.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                out.push(Entry { path: p.clone(), key: None, value: t.span() });
+                walk_table(out, &p, t);
+            }
+        }
+    }
+}
+
+fn walk_value(out: &mut Vec<Entry>, path: String, key: Option<Range<usize>>, value: &toml_edit::Value) {
+    out.push(Entry { path: path.clone(), key, value: value.span() });
+    match value {
+        toml_edit::Value::InlineTable(t) => walk_table(out, &path, t),
+        toml_edit::Value::Array(a) => {
+            for (i, v) in a.iter().enumerate() {
+                walk_value(out, format!("{path}[{i}]"), None, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+/// `a.b[0]` -> `a.b` -> `a` -> `` -> none.
+fn parent(path: &str) -> Option<&str> {
+    if path.is_empty() {
+        return None;
+    }
+    let cut = if path.ends_with(']') { path.rfind('[') } else { path.rfind('.') };
+    Some(cut.map_or("", |i| &path[..i]))
+}
+
+fn depth(path: &str) -> usize {
+    path.bytes().filter(|b| matches!(b, b'.' | b'[')).count() + usize::from(!path.is_empty())
+}
+
+fn line_at(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|&&b| b == b'\n').count() + 1
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation.
+
+struct Ctx<'a> {
+    file: &'a Path,
+    /// Relative paths in the file are relative to this.
+    dir: &'a Path,
+    text: &'a str,
+    index: Index,
+}
+
+impl Ctx<'_> {
+    fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            line: self.index.offset_of(field).map(|o| line_at(self.text, o)),
+            field: field.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Same as [`Ctx::err`] without a line: the error is about the file as a whole.
+    fn whole_file(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError { file: self.file.to_owned(), line: None, field: String::new(), reason: reason.into() }
+    }
+
+    fn toml_error(&self, e: &toml::de::Error) -> ConfigError {
+        let reason = e.message().trim().replace('\n', "; ");
+        let (line, mut field) = match e.span() {
+            Some(span) => {
+                (Some(line_at(self.text, span.start)), self.index.path_at(&span).unwrap_or_default().to_owned())
+            }
+            None => (None, String::new()),
+        };
+        // serde names a missing field only in its message; the span is the table lacking it.
+        if let Some(name) = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next()) {
+            field = join(&field, name);
+        }
+        ConfigError { file: self.file.to_owned(), line, field, reason }
+    }
+
+    fn build(&self, raw: RawConfig) -> Result<DaemonConfig> {
+        let Some(raw_node) = &raw.node else {
+            return Err(ConfigError { field: "node".into(), ..self.whole_file("missing [node] section") });
+        };
+        let node = self.node(raw_node)?;
+        let limits = self.limits(raw.limits.as_ref())?;
+        if raw.map_server.is_none() && raw.map_resolver.is_none() && raw.xtr.is_none() {
+            return Err(self.whole_file("nothing to do: configure [map-server], [map-resolver] or [xtr]"));
+        }
+        let map_server = raw.map_server.as_ref().map(|ms| self.map_server(ms)).transpose()?;
+        let map_resolver =
+            raw.map_resolver.as_ref().map(|mr| self.map_resolver(mr, map_server.is_some())).transpose()?;
+        let (etr, map_resolvers, tun_devices) = match &raw.xtr {
+            Some(x) => {
+                let (etr, mrs, tuns) = self.xtr(x, &node.name)?;
+                (Some(etr), mrs, tuns)
+            }
+            None => (None, Vec::new(), BTreeMap::new()),
+        };
+        let core = NodeConfig { name: node.name.clone(), map_server, map_resolver, etr, limits };
+        Ok(DaemonConfig { node, core, map_resolvers, tun_devices })
+    }
+
+    fn node(&self, raw: &RawNode) -> Result<NodeSettings> {
+        let name = raw.name.clone();
+        // The name is part of file paths (socket, state directory): keep it to a safe alphabet.
+        if name.is_empty() {
+            return Err(self.err("node.name", "name must not be empty"));
+        }
+        if name.starts_with('.') || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(self.err(
+                "node.name",
+                format!("{name:?}: use letters, digits, '.', '_' and '-', not starting with '.' (it names files)"),
+            ));
+        }
+        let listen = match &raw.listen {
+            None => vec![IpAddr::V4(Ipv4Addr::UNSPECIFIED), IpAddr::V6(Ipv6Addr::UNSPECIFIED)],
+            Some(list) if list.is_empty() => return Err(self.err("node.listen", "no address to listen on")),
+            Some(list) => {
+                let mut out = Vec::new();
+                for (i, s) in list.iter().enumerate() {
+                    let field = format!("node.listen[{i}]");
+                    let ip = self.ip(&field, s)?;
+                    if out.contains(&ip) {
+                        return Err(self.err(&field, format!("{ip} is listed twice")));
+                    }
+                    out.push(ip);
+                }
+                out
+            }
+        };
+        let control_port = raw.control_port.unwrap_or(DEFAULT_CONTROL_PORT);
+        if control_port == 0 {
+            return Err(self.err("node.control-port", "port must not be 0"));
+        }
+        let api_socket = match &raw.api_socket {
+            Some(p) => self.path("node.api-socket", p)?,
+            None => PathBuf::from(format!("/run/loci/{name}.sock")),
+        };
+        let state_dir = match &raw.state_dir {
+            Some(p) => self.path("node.state-dir", p)?,
+            None => PathBuf::from(format!("/var/lib/loci/{name}")),
+        };
+        Ok(NodeSettings { name, listen, control_port, api_socket, state_dir })
+    }
+
+    fn limits(&self, raw: Option<&RawLimits>) -> Result<Limits> {
+        let mut l = Limits::default();
+        let Some(raw) = raw else { return Ok(l) };
+        // Every value is bounded: 0 would stop a role, and a huge duration would overflow
+        // `Instant + d` in the core.
+        let check = |field: &str, v: u64, min: u64, max: u64| {
+            if (min..=max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(self.err(&format!("limits.{field}"), format!("{v} is out of range {min}-{max}")))
+            }
+        };
+        let secs = |field: &str, v: u64, min: u64| check(field, v, min, MAX_LIMIT_SECS).map(Duration::from_secs);
+        if let Some(v) = raw.map_requests_per_source {
+            check("map-requests-per-source", v.into(), 1, u32::MAX.into())?;
+            l.map_requests_per_source = v;
+        }
+        if let Some(v) = raw.map_registers_per_source {
+            check("map-registers-per-source", v.into(), 1, u32::MAX.into())?;
+            l.map_registers_per_source = v;
+        }
+        if let Some(v) = raw.map_reply_repeat_secs {
+            // 0 disables the RFC 9301 §5.4 repeat limit.
+            l.map_reply_repeat = secs("map-reply-repeat-secs", v, 0)?;
+        }
+        if let Some(v) = raw.registration_timeout_secs {
+            l.registration_timeout = secs("registration-timeout-secs", v, 1)?;
+        }
+        if let Some(v) = raw.register_interval_secs {
+            l.register_interval = secs("register-interval-secs", v, 1)?;
+        }
+        if let Some(v) = raw.max_rate_limited_sources {
+            check("max-rate-limited-sources", v as u64, 1, u64::MAX)?;
+            l.max_rate_limited_sources = v;
+        }
+        if l.register_interval >= l.registration_timeout {
+            let field = if raw.register_interval_secs.is_some() {
+                "limits.register-interval-secs"
+            } else {
+                "limits.registration-timeout-secs"
+            };
+            return Err(self.err(
+                field,
+                format!(
+                    "register interval ({} s) must be shorter than the registration timeout ({} s), \
+                     or registrations expire between refreshes",
+                    l.register_interval.as_secs(),
+                    l.registration_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(l)
+    }
+
+    fn map_server(&self, raw: &RawMapServer) -> Result<MapServerConfig> {
+        let max_registrations = raw.max_registrations.unwrap_or(DEFAULT_MAX_REGISTRATIONS);
+        if max_registrations == 0 {
+            return Err(self.err("map-server.max-registrations", "must be at least 1"));
+        }
+        let max_subscriptions = raw.max_subscriptions.unwrap_or(DEFAULT_MAX_SUBSCRIPTIONS);
+        if raw.site.is_empty() {
+            return Err(self.err(
+                "map-server",
+                "no site: add [[map-server.site]] sections, or a Map-Server accepts no registration",
+            ));
+        }
+        let mut sites: Vec<SiteConfig> = Vec::with_capacity(raw.site.len());
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, s) in raw.site.iter().enumerate() {
+            if let Some(first) = names.insert(&s.name, i) {
+                return Err(self.err(
+                    &format!("map-server.site[{i}].name"),
+                    format!("site {:?} is already defined as map-server.site[{first}]", s.name),
+                ));
+            }
+            sites.push(self.site(i, s)?);
+        }
+        self.check_site_overlaps(&sites)?;
+        Ok(MapServerConfig { sites, max_registrations, max_subscriptions })
+    }
+
+    fn site(&self, i: usize, raw: &RawSite) -> Result<SiteConfig> {
+        let at = format!("map-server.site[{i}]");
+        if raw.name.is_empty() {
+            return Err(self.err(&format!("{at}.name"), "name must not be empty"));
+        }
+        let auth = self.auth(&format!("{at}.auth"), &raw.auth, raw.allow_unauthenticated)?;
+        let mut keys = KeyRing::new();
+        for (id, secret) in auth.keys {
+            keys.insert(id, secret);
+        }
+        if raw.eid_prefixes.is_empty() {
+            return Err(self.err(&format!("{at}.eid-prefixes"), "no EID prefix: the site could register nothing"));
+        }
+        let mut eid_prefixes: Vec<SiteEidPrefix> = Vec::new();
+        for (j, p) in raw.eid_prefixes.iter().enumerate() {
+            let field = format!("{at}.eid-prefixes[{j}]");
+            let prefix = self.eid_prefix(&format!("{field}.prefix"), &p.prefix, p.iid)?;
+            if eid_prefixes.iter().any(|e| e.prefix == prefix) {
+                return Err(self.err(&format!("{field}.prefix"), format!("{prefix} is listed twice")));
+            }
+            eid_prefixes.push(SiteEidPrefix { prefix, accept_more_specifics: p.accept_more_specifics });
+        }
+        let pubsub = match &raw.pubsub {
+            Some(p) if p.allow => Some(self.pubsub(&format!("{at}.pubsub"), p)?),
+            _ => None,
+        };
+        Ok(SiteConfig {
+            name: raw.name.clone(),
+            keys,
+            notify_policy: auth.policy,
+            allow_unauthenticated: raw.allow_unauthenticated,
+            eid_prefixes,
+            force_proxy_reply: raw.proxy_reply,
+            pubsub,
+        })
+    }
+
+    /// Two sites claiming overlapping prefixes would make the owner of an EID ambiguous.
+    /// Shorter prefixes go first, so each prefix only needs to look up its own supernets.
+    fn check_site_overlaps(&self, sites: &[SiteConfig]) -> Result<()> {
+        let mut all: Vec<(EidPrefix, usize, usize)> = Vec::new();
+        for (i, s) in sites.iter().enumerate() {
+            all.extend(s.eid_prefixes.iter().enumerate().map(|(j, p)| (p.prefix, i, j)));
+        }
+        all.sort_by_key(|(p, i, j)| (p.net.prefix_len(), *i, *j));
+        let mut owner: HashMap<(u32, IpNet), (usize, usize)> = HashMap::new();
+        for (p, i, j) in all {
+            for len in 0..=p.net.prefix_len() {
+                let Ok(sup) = IpNet::new(p.net.addr(), len) else { continue };
+                if let Some(&(oi, oj)) = owner.get(&(p.iid, sup.trunc())) {
+                    if oi != i {
+                        let other = format!("map-server.site[{oi}].eid-prefixes[{oj}].prefix");
+                        let line = self.index.offset_of(&other).map(|o| format!(" (line {})", line_at(self.text, o)));
+                        return Err(self.err(
+                            &format!("map-server.site[{i}].eid-prefixes[{j}].prefix"),
+                            format!(
+                                "{} overlaps {} of site {:?}{}: each EID must belong to one site",
+                                p,
+                                sites[oi].eid_prefixes[oj].prefix,
+                                sites[oi].name,
+                                line.unwrap_or_default()
+                            ),
+                        ));
+                    }
+                }
+            }
+            owner.entry((p.iid, p.net)).or_insert((i, j));
+        }
+        Ok(())
+    }
+
+    fn pubsub(&self, at: &str, raw: &RawPubSub) -> Result<PubSubPolicy> {
+        let algorithm = raw.algorithm.unwrap_or(AlgorithmName::HmacSha256_128);
+        if algorithm == AlgorithmName::None {
+            return Err(self.err(&format!("{at}.algorithm"), "publications must be authenticated (RFC 9437)"));
+        }
+        let key = self.secret(at, raw.key.as_deref(), raw.key_file.as_deref())?;
+        let mut allowed_xtr_ids = Vec::new();
+        for (i, s) in raw.xtr_ids.iter().enumerate() {
+            allowed_xtr_ids.push(self.xtr_id(&format!("{at}.xtr-ids[{i}]"), s)?);
+        }
+        Ok(PubSubPolicy {
+            allowed_site_ids: raw.site_ids.clone(),
+            allowed_xtr_ids,
+            key_id: raw.key_id,
+            key,
+            algorithm: algorithm.into(),
+        })
+    }
+
+    fn auth(&self, at: &str, raw: &RawAuth, allow_unauthenticated: bool) -> Result<Auth> {
+        let has_single = raw.key.is_some() || raw.key_file.is_some() || raw.key_id.is_some();
+        let mut policy = SendPolicy { algorithm: raw.algorithm.into(), ..SendPolicy::default() };
+        if let Some(l) = raw.mac_length {
+            policy.length = match l {
+                MacLengthName::Full => MacLength::Full,
+                MacLengthName::Truncated => MacLength::Truncated,
+            };
+        }
+        if let Some(c) = raw.mac_coverage {
+            policy.coverage = match c {
+                CoverageName::WholeMessage => Coverage::WholeMessage,
+                CoverageName::ThroughLastRecord => Coverage::ThroughLastRecord,
+            };
+        }
+        if raw.algorithm == AlgorithmName::None {
+            if !allow_unauthenticated {
+                return Err(self.err(
+                    &format!("{at}.algorithm"),
+                    "\"none\" means unauthenticated messages: set allow-unauthenticated = true to mean it",
+                ));
+            }
+            if has_single || raw.keys.is_some() {
+                return Err(self.err(&format!("{at}.algorithm"), "algorithm \"none\" takes no key"));
+            }
+            return Ok(Auth { policy, keys: Vec::new() });
+        }
+        let keys = match &raw.keys {
+            Some(_) if has_single => {
+                return Err(self.err(&format!("{at}.keys"), "give either key/key-file/key-id or keys, not both"))
+            }
+            None if !has_single => {
+                return Err(self.err(at, "no key: give key, key-file or keys"));
+            }
+            None => {
+                vec![(raw.key_id.unwrap_or(0), self.secret(at, raw.key.as_deref(), raw.key_file.as_deref())?)]
+            }
+            Some(list) if list.is_empty() => return Err(self.err(&format!("{at}.keys"), "no key in keys")),
+            Some(list) => {
+                let mut out: Vec<(u8, Vec<u8>)> = Vec::new();
+                for (i, k) in list.iter().enumerate() {
+                    let field = format!("{at}.keys[{i}]");
+                    if out.iter().any(|(id, _)| *id == k.id) {
+                        return Err(self.err(&format!("{field}.id"), format!("key id {} is given twice", k.id)));
+                    }
+                    out.push((k.id, self.secret(&field, k.key.as_deref(), k.key_file.as_deref())?));
+                }
+                out
+            }
+        };
+        Ok(Auth { policy, keys })
+    }
+
+    /// A secret from `key` or `key-file` in the table at `at`.
+    fn secret(&self, at: &str, key: Option<&str>, key_file: Option<&Path>) -> Result<Vec<u8>> {
+        match (key, key_file) {
+            (Some(_), Some(_)) => Err(self.err(&format!("{at}.key-file"), "give key or key-file, not both")),
+            (None, None) => Err(self.err(at, "no key: give key or key-file")),
+            (Some(""), None) => Err(self.err(&format!("{at}.key"), "key must not be empty")),
+            (Some(k), None) => Ok(k.as_bytes().to_vec()),
+            (None, Some(p)) => {
+                let field = format!("{at}.key-file");
+                let path = self.path(&field, p)?;
+                let mut bytes = Vec::new();
+                let read = std::fs::File::open(&path).and_then(|f| f.take(MAX_KEY_FILE + 1).read_to_end(&mut bytes));
+                if let Err(e) = read {
+                    return Err(self.err(&field, format!("cannot read {}: {e}", path.display())));
+                }
+                if bytes.len() as u64 > MAX_KEY_FILE {
+                    return Err(self.err(&field, format!("{} is larger than {MAX_KEY_FILE} bytes", path.display())));
+                }
+                while matches!(bytes.last(), Some(b'\n' | b'\r')) {
+                    bytes.pop();
+                }
+                if bytes.is_empty() {
+                    return Err(self.err(&field, format!("{} holds an empty key", path.display())));
+                }
+                Ok(bytes)
+            }
+        }
+    }
+
+    fn map_resolver(&self, raw: &RawMapResolver, has_map_server: bool) -> Result<MapResolverConfig> {
+        if raw.map_servers.is_empty() && !has_map_server {
+            return Err(self.err(
+                "map-resolver",
+                "no map-servers, which means a co-located Map-Server, but there is no [map-server]",
+            ));
+        }
+        let mut map_servers: Vec<MapServerPeer> = Vec::new();
+        for (i, p) in raw.map_servers.iter().enumerate() {
+            let at = format!("map-resolver.map-servers[{i}]");
+            let address = self.ip(&format!("{at}.address"), &p.address)?;
+            if map_servers.iter().any(|m| m.address == address) {
+                return Err(self.err(&format!("{at}.address"), format!("{address} is listed twice")));
+            }
+            if p.eid_prefixes.is_empty() {
+                return Err(self.err(&format!("{at}.eid-prefixes"), "no EID prefix: which EIDs does it serve?"));
+            }
+            let mut eid_prefixes = Vec::new();
+            for (j, s) in p.eid_prefixes.iter().enumerate() {
+                eid_prefixes.push(self.eid_prefix(&format!("{at}.eid-prefixes[{j}]"), s, None)?);
+            }
+            map_servers.push(MapServerPeer { address, eid_prefixes });
+        }
+        Ok(MapResolverConfig { map_servers })
+    }
+
+    fn xtr(&self, raw: &RawXtr, node_name: &str) -> Result<(EtrConfig, Vec<IpAddr>, BTreeMap<u32, String>)> {
+        if raw.roles.is_empty() {
+            return Err(self.err("xtr.roles", "no role: say roles = [\"etr\"]"));
+        }
+        for (i, r) in raw.roles.iter().enumerate() {
+            let field = format!("xtr.roles[{i}]");
+            let name = match r {
+                Role::Etr => "etr",
+                Role::Itr => "itr",
+                Role::Pitr => "pitr",
+                Role::Petr => "petr",
+            };
+            if *r != Role::Etr {
+                return Err(self.err(&field, format!("role \"{name}\" is not supported yet (only \"etr\" is)")));
+            }
+            if raw.roles[..i].contains(r) {
+                return Err(self.err(&field, format!("role \"{name}\" is listed twice")));
+            }
+        }
+        // Only the ETR exists so far: everything below is its configuration.
+        let mut map_servers: Vec<RegisterPeer> = Vec::new();
+        for (i, p) in raw.map_servers.iter().enumerate() {
+            let at = format!("xtr.map-servers[{i}]");
+            let ip = self.ip(&format!("{at}.address"), &p.address)?;
+            let port = p.port.unwrap_or(DEFAULT_CONTROL_PORT);
+            if port == 0 {
+                return Err(self.err(&format!("{at}.port"), "port must not be 0"));
+            }
+            let address = SocketAddr::new(ip, port);
+            if map_servers.iter().any(|m| m.address == address) {
+                return Err(self.err(&format!("{at}.address"), format!("{address} is listed twice")));
+            }
+            let auth = self.auth(&format!("{at}.auth"), &p.auth, p.allow_unauthenticated)?;
+            // An ETR signs each Map-Register with one key; a ring is for the receiving side.
+            if auth.keys.len() > 1 {
+                return Err(self.err(&format!("{at}.auth.keys"), "an ETR signs with one key: give exactly one"));
+            }
+            let (key_id, key) = auth.keys.into_iter().next().unwrap_or_default();
+            map_servers.push(RegisterPeer { address, key_id, key, policy: auth.policy });
+        }
+        if map_servers.is_empty() {
+            return Err(self.err("xtr.map-servers", "the etr role needs at least one map-server to register with"));
+        }
+
+        let mut map_resolvers = Vec::new();
+        for (i, s) in raw.map_resolvers.iter().enumerate() {
+            let field = format!("xtr.map-resolvers[{i}]");
+            let ip = self.ip(&field, s)?;
+            if map_resolvers.contains(&ip) {
+                return Err(self.err(&field, format!("{ip} is listed twice")));
+            }
+            map_resolvers.push(ip);
+        }
+
+        let mut database: Vec<DatabaseMapping> = Vec::new();
+        let mut tuns: BTreeMap<u32, String> = BTreeMap::new();
+        let mut iids: HashSet<u32> = HashSet::new();
+        for (i, inst) in raw.instance.iter().enumerate() {
+            let at = format!("xtr.instance[{i}]");
+            if !iids.insert(inst.iid) {
+                return Err(self.err(&format!("{at}.iid"), format!("instance {} is defined twice", inst.iid)));
+            }
+            if let Some(tun) = &inst.tun {
+                // Linux interface names: 1-15 bytes, no '/', no whitespace.
+                if tun.is_empty()
+                    || tun.len() > 15
+                    || tun.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
+                {
+                    return Err(self.err(
+                        &format!("{at}.tun"),
+                        format!("{tun:?} is not an interface name (1-15 bytes, no '/' or space)"),
+                    ));
+                }
+                tuns.insert(inst.iid, tun.clone());
+            }
+            for (j, m) in inst.database.iter().enumerate() {
+                let mat = format!("{at}.database[{j}]");
+                let prefix = self.eid_prefix(&format!("{mat}.prefix"), &m.prefix, Some(inst.iid))?;
+                if database.iter().any(|d| d.prefix == prefix) {
+                    return Err(self.err(&format!("{mat}.prefix"), format!("{prefix} is listed twice")));
+                }
+                if m.rlocs.is_empty() {
+                    return Err(self.err(&format!("{mat}.rlocs"), "no RLOC: a mapping needs at least one"));
+                }
+                let mut locators: Vec<Locator> = Vec::new();
+                for (k, r) in m.rlocs.iter().enumerate() {
+                    let loc = self.locator(&format!("{mat}.rlocs[{k}]"), r)?;
+                    if locators.iter().any(|l| l.address == loc.address) {
+                        return Err(
+                            self.err(&format!("{mat}.rlocs[{k}].address"), format!("{} is listed twice", r.address))
+                        );
+                    }
+                    locators.push(loc);
+                }
+                database.push(DatabaseMapping { prefix, locators });
+            }
+        }
+        if database.is_empty() {
+            return Err(self.err(
+                "xtr.instance",
+                "the etr role needs a database: add [[xtr.instance]] with database = [{ prefix = ..., rlocs = [...] }]",
+            ));
+        }
+
+        let xtr_id = match &raw.xtr_id {
+            Some(s) => self.xtr_id("xtr.xtr-id", s)?,
+            None => fnv1a_128(node_name.as_bytes()),
+        };
+        let record_ttl = raw.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
+        if record_ttl == 0 {
+            return Err(self.err("xtr.record-ttl", "a TTL of 0 would make every cache drop our mappings at once"));
+        }
+        let etr = EtrConfig {
+            database,
+            map_servers,
+            proxy_reply: raw.proxy_reply,
+            merge: raw.merge,
+            xtr_id,
+            site_id: raw.site_id,
+            record_ttl,
+            first_nonce: 0,
+        };
+        Ok((etr, map_resolvers, tuns))
+    }
+
+    fn locator(&self, at: &str, raw: &RawRloc) -> Result<Locator> {
+        let address = self.ip(&format!("{at}.address"), &raw.address)?;
+        let byte = |name: &str, v: Option<i64>, default: u8| match v {
+            None => Ok(default),
+            Some(v) => {
+                u8::try_from(v).map_err(|_| self.err(&format!("{at}.{name}"), format!("{v} is out of range 0-255")))
+            }
+        };
+        Ok(Locator {
+            priority: byte("priority", raw.priority, 1)?,
+            weight: byte("weight", raw.weight, 100)?,
+            m_priority: byte("m-priority", raw.m_priority, 255)?,
+            m_weight: byte("m-weight", raw.m_weight, 0)?,
+            local: raw.local.unwrap_or(true),
+            probed: false,
+            reachable: true,
+            address: Address::from(address),
+        })
+    }
+
+    fn ip(&self, field: &str, s: &str) -> Result<IpAddr> {
+        s.parse().map_err(|_| self.err(field, format!("{s:?} is not an IP address")))
+    }
+
+    /// `10.1.0.0/16`, `[1000]10.1.0.0/16`, or a bare address for its host prefix. `iid` is the
+    /// instance the context gives (an `iid` key), which a `[n]` in the text must agree with.
+    fn eid_prefix(&self, field: &str, s: &str, iid: Option<u32>) -> Result<EidPrefix> {
+        let (bracketed, rest) = match s.strip_prefix('[') {
+            Some(tail) => {
+                let (n, rest) =
+                    tail.split_once(']').ok_or_else(|| self.err(field, format!("{s:?}: '[' without ']'")))?;
+                let n: u32 = n
+                    .trim()
+                    .parse()
+                    .map_err(|_| self.err(field, format!("{s:?}: instance ID must be a number in 0-4294967295")))?;
+                (Some(n), rest.trim_start())
+            }
+            None => (None, s),
+        };
+        let iid = match (bracketed, iid) {
+            (Some(b), Some(i)) if b != i => {
+                return Err(self.err(field, format!("{s:?} is in instance {b} but iid is {i}")));
+            }
+            (b, i) => b.or(i).unwrap_or(0),
+        };
+        let net = match rest.parse::<IpNet>() {
+            Ok(net) => net,
+            Err(_) => match rest.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => {
+                    return Err(
+                        self.err(field, format!("{s:?} is not an IP prefix such as 10.1.0.0/16 or 2001:db8::/32"))
+                    )
+                }
+            },
+        };
+        if net.trunc() != net {
+            let tag = bracketed.map(|b| format!("[{b}]")).unwrap_or_default();
+            return Err(self.err(field, format!("{s} has host bits set; did you mean {tag}{}?", net.trunc())));
+        }
+        Ok(EidPrefix::new(iid, net))
+    }
+
+    /// An xTR-ID: up to 32 hex digits, `0x` optional.
+    fn xtr_id(&self, field: &str, s: &str) -> Result<u128> {
+        let digits = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).unwrap_or(s);
+        if digits.is_empty() || digits.len() > 32 || !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(self.err(field, format!("{s:?} is not an xTR-ID (up to 32 hex digits, such as 0x0123abcd)")));
+        }
+        u128::from_str_radix(digits, 16).map_err(|e| self.err(field, format!("{s:?}: {e}")))
+    }
+
+    /// A path from the file, relative to the file's directory.
+    fn path(&self, field: &str, p: &Path) -> Result<PathBuf> {
+        if p.as_os_str().is_empty() {
+            return Err(self.err(field, "path must not be empty"));
+        }
+        Ok(self.dir.join(p))
+    }
+}
+
+struct Auth {
+    policy: SendPolicy,
+    keys: Vec<(u8, Vec<u8>)>,
+}
+
+/// FNV-1a, 128-bit: a stable (documented, version-independent) hash for the default xTR-ID.
+fn fnv1a_128(data: &[u8]) -> u128 {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    data.iter().fold(OFFSET, |h, &b| (h ^ u128::from(b)).wrapping_mul(PRIME))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(text: &str) -> Result<DaemonConfig> {
+        parse(Path::new("t.toml"), text)
+    }
+
+    /// Refused at `line`, naming `field`, with `reason` in the message.
+    #[track_caller]
+    fn fails(text: &str, line: usize, field: &str, reason: &str) {
+        let e = match check(text) {
+            Ok(_) => panic!("accepted, expected {field} at line {line}: {reason}"),
+            Err(e) => e,
+        };
+        assert_eq!((e.line, e.field.as_str()), (Some(line), field), "{e}");
+        assert!(e.reason.contains(reason), "{e}");
+        assert!(e.to_string().starts_with(&format!("t.toml:{line}: {field}: ")), "{e}");
+    }
+
+    fn eid(s: &str) -> EidPrefix {
+        let (iid, net) = match s.strip_prefix('[').and_then(|t| t.split_once(']')) {
+            Some((iid, net)) => (iid.parse().expect("iid"), net),
+            None => (0, s),
+        };
+        EidPrefix::new(iid, net.parse().expect("prefix"))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// A minimal valid Map-Server; tests replace one line of it.
+    const MS: &str = r#"[node]
+name = "ms1"
+[[map-server.site]]
+name = "a"
+auth = { algorithm = "hmac-sha256-128", key = "k" }
+eid-prefixes = [{ prefix = "10.1.0.0/16" }]
+"#;
+
+    /// A minimal valid ETR.
+    const ETR: &str = r#"[node]
+name = "xtr-a"
+[xtr]
+roles = ["etr"]
+map-servers = [{ address = "192.0.2.10", auth = { algorithm = "hmac-sha256-128", key = "k" } }]
+[[xtr.instance]]
+database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
+"#;
+
+    #[test]
+    fn minimal_configs_are_valid() {
+        let ms = check(MS).expect("MS");
+        assert_eq!(ms.node.listen, vec![ip("0.0.0.0"), ip("::")]);
+        assert_eq!(ms.node.control_port, 4342);
+        assert_eq!(ms.node.api_socket, Path::new("/run/loci/ms1.sock"));
+        assert_eq!(ms.node.state_dir, Path::new("/var/lib/loci/ms1"));
+        let etr = check(ETR).expect("ETR").core.etr.expect("etr");
+        let loc = &etr.database[0].locators[0];
+        assert_eq!((loc.priority, loc.weight, loc.m_priority, loc.m_weight), (1, 100, 255, 0));
+        assert!(loc.local && loc.reachable && !loc.probed);
+        assert_eq!(etr.xtr_id, fnv1a_128(b"xtr-a"));
+        assert_eq!(etr.record_ttl, 1440);
+    }
+
+    #[test]
+    fn full_map_server_example() {
+        let text = r#"
+[node]
+name = "ms1"
+listen = ["127.0.0.1", "::1"]
+control-port = 4343
+api-socket = "ms1.sock"
+state-dir = "/tmp/ms1"
+
+[limits]
+map-requests-per-source = 10
+map-registers-per-source = 20
+map-reply-repeat-secs = 0
+registration-timeout-secs = 90
+register-interval-secs = 30
+max-rate-limited-sources = 7
+
+[map-server]
+max-registrations = 5
+max-subscriptions = 6
+
+[[map-server.site]]
+name = "site-a"
+auth = { algorithm = "hmac-sha1-96", keys = [{ id = 1, key = "one" }, { id = 2, key = "two" }], mac-length = "truncated", mac-coverage = "through-last-record" }
+proxy-reply = true
+eid-prefixes = [{ prefix = "10.1.0.0/16", accept-more-specifics = true }, { prefix = "[1000]10.1.0.0/16" }]
+pubsub = { allow = true, site-ids = [7], xtr-ids = ["0x0102"], key = "ps", key-id = 3, algorithm = "hmac-sha256-128-hkdf" }
+
+[[map-server.site]]
+name = "site-b"
+auth = { algorithm = "none" }
+allow-unauthenticated = true
+eid-prefixes = [{ prefix = "10.2.0.0/16", iid = 5 }, { prefix = "2001:db8::/32" }]
+pubsub = { allow = false }
+
+[map-resolver]
+map-servers = [{ address = "192.0.2.10", eid-prefixes = ["10.0.0.0/8", "[1000]10.0.0.0/8"] }]
+"#;
+        let c = parse(Path::new("/etc/loci/ms1.toml"), text).expect("valid");
+        assert_eq!(
+            c.node,
+            NodeSettings {
+                name: "ms1".into(),
+                listen: vec![ip("127.0.0.1"), ip("::1")],
+                control_port: 4343,
+                api_socket: "/etc/loci/ms1.sock".into(),
+                state_dir: "/tmp/ms1".into(),
+            }
+        );
+        let l = &c.core.limits;
+        assert_eq!((l.map_requests_per_source, l.map_registers_per_source, l.max_rate_limited_sources), (10, 20, 7));
+        assert_eq!(
+            (l.map_reply_repeat, l.registration_timeout, l.register_interval),
+            (Duration::ZERO, Duration::from_secs(90), Duration::from_secs(30))
+        );
+        assert_eq!(c.core.name, "ms1");
+        assert!(c.core.etr.is_none());
+        assert!(c.map_resolvers.is_empty());
+
+        let ms = c.core.map_server.expect("map server");
+        assert_eq!((ms.max_registrations, ms.max_subscriptions), (5, 6));
+        let [a, b] = &ms.sites[..] else { panic!("two sites: {:?}", ms.sites) };
+        assert_eq!(a.name, "site-a");
+        assert_eq!((a.keys.get(1), a.keys.get(2), a.keys.len()), (Some(&b"one"[..]), Some(&b"two"[..]), 2));
+        assert_eq!(
+            a.notify_policy,
+            SendPolicy {
+                algorithm: Algorithm::HmacSha1_96,
+                coverage: Coverage::ThroughLastRecord,
+                length: MacLength::Truncated
+            }
+        );
+        assert!(!a.allow_unauthenticated && a.force_proxy_reply);
+        assert_eq!(
+            a.eid_prefixes,
+            vec![
+                SiteEidPrefix { prefix: eid("10.1.0.0/16"), accept_more_specifics: true },
+                SiteEidPrefix { prefix: eid("[1000]10.1.0.0/16"), accept_more_specifics: false },
+            ]
+        );
+        let ps = a.pubsub.as_ref().expect("pubsub");
+        assert_eq!((&ps.allowed_site_ids[..], &ps.allowed_xtr_ids[..]), (&[7u64][..], &[0x0102u128][..]));
+        assert_eq!((ps.key_id, &ps.key[..], ps.algorithm), (3, &b"ps"[..], Algorithm::HmacSha256_128Hkdf));
+
+        assert_eq!(b.name, "site-b");
+        assert!(b.keys.is_empty() && b.allow_unauthenticated && !b.force_proxy_reply && b.pubsub.is_none());
+        assert_eq!(b.notify_policy.algorithm, Algorithm::None);
+        let prefixes: Vec<_> = b.eid_prefixes.iter().map(|p| p.prefix).collect();
+        assert_eq!(prefixes, vec![eid("[5]10.2.0.0/16"), eid("2001:db8::/32")]);
+
+        let mr = c.core.map_resolver.expect("map resolver");
+        assert_eq!(mr.map_servers.len(), 1);
+        assert_eq!(mr.map_servers[0].address, ip("192.0.2.10"));
+        assert_eq!(mr.map_servers[0].eid_prefixes, vec![eid("10.0.0.0/8"), eid("[1000]10.0.0.0/8")]);
+    }
+
+    #[test]
+    fn full_etr_example() {
+        let text = r#"
+[node]
+name = "xtr-a"
+[xtr]
+roles = ["etr"]
+map-servers = [
+  { address = "192.0.2.10", port = 4000, auth = { algorithm = "hmac-sha256-128", key = "k", key-id = 4 } },
+  { address = "2001:db8::10", auth = { algorithm = "hmac-sha256-128", keys = [{ id = 9, key = "k9" }], mac-length = "truncated" } },
+]
+map-resolvers = ["192.0.2.10", "2001:db8::10"]
+proxy-reply = true
+merge = true
+xtr-id = "0x0123456789abcdef0123456789ABCDEF"
+site-id = 7
+record-ttl = 60
+[[xtr.instance]]
+iid = 0
+tun = "loci0"
+database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1", priority = 1, weight = 50 }, { address = "2001:db8:1::1", priority = 2, weight = 0, m-priority = 1, m-weight = 7, local = false }] }]
+[[xtr.instance]]
+iid = 1000
+database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, { prefix = "[1000]10.9.9.9", rlocs = [{ address = "203.0.113.1" }] }]
+"#;
+        let c = check(text).expect("valid");
+        assert_eq!(c.map_resolvers, vec![ip("192.0.2.10"), ip("2001:db8::10")]);
+        assert_eq!(c.tun_devices, BTreeMap::from([(0, "loci0".to_owned())]));
+        let etr = c.core.etr.expect("etr");
+        assert!(etr.proxy_reply && etr.merge);
+        assert_eq!(
+            (etr.xtr_id, etr.site_id, etr.record_ttl, etr.first_nonce),
+            (0x0123456789abcdef0123456789abcdef, 7, 60, 0)
+        );
+
+        let [m1, m2] = &etr.map_servers[..] else { panic!("two map servers") };
+        assert_eq!((m1.address, m1.key_id, &m1.key[..]), ("192.0.2.10:4000".parse().expect("sa"), 4, &b"k"[..]));
+        assert_eq!(m1.policy, SendPolicy::default());
+        assert_eq!((m2.address, m2.key_id, &m2.key[..]), ("[2001:db8::10]:4342".parse().expect("sa"), 9, &b"k9"[..]));
+        assert_eq!(m2.policy.length, MacLength::Truncated);
+
+        let prefixes: Vec<_> = etr.database.iter().map(|d| d.prefix).collect();
+        assert_eq!(prefixes, vec![eid("10.1.1.0/24"), eid("[1000]10.1.1.0/24"), eid("[1000]10.9.9.9/32")]);
+        assert_eq!(
+            etr.database[0].locators,
+            vec![
+                Locator {
+                    priority: 1,
+                    weight: 50,
+                    m_priority: 255,
+                    m_weight: 0,
+                    local: true,
+                    probed: false,
+                    reachable: true,
+                    address: Address::from(ip("203.0.113.1")),
+                },
+                Locator {
+                    priority: 2,
+                    weight: 0,
+                    m_priority: 1,
+                    m_weight: 7,
+                    local: false,
+                    probed: false,
+                    reachable: true,
+                    address: Address::from(ip("2001:db8:1::1")),
+                },
+            ]
+        );
+    }
+
+    /// The shipped examples stay valid.
+    #[test]
+    fn examples_are_valid() {
+        let ms = check(include_str!("../../../examples/ms.toml")).expect("ms.toml");
+        let server = ms.core.map_server.expect("map server");
+        assert_eq!(server.sites.len(), 2);
+        assert!(ms.core.map_resolver.expect("map resolver").map_servers.is_empty());
+        let etr = check(include_str!("../../../examples/etr.toml")).expect("etr.toml");
+        let e = etr.core.etr.expect("etr");
+        assert_eq!((e.map_servers[0].key_id, e.database.len()), (2, 2));
+        // The ETR's key is one the Map-Server's site-a accepts.
+        assert_eq!(server.sites[0].keys.get(2), Some(&e.map_servers[0].key[..]));
+    }
+
+    #[test]
+    fn missing_node_name() {
+        fails("[node]\nlisten = [\"::1\"]\n[map-resolver]\n", 1, "node.name", "missing field `name`");
+        fails(&MS.replace("name = \"ms1\"", "name = \"\""), 2, "node.name", "must not be empty");
+        fails(&MS.replace("name = \"ms1\"", "name = \"../x\""), 2, "node.name", "names files");
+    }
+
+    #[test]
+    fn missing_node_section() {
+        let e = check("[map-resolver]\n").expect_err("no node");
+        assert_eq!(e.to_string(), "t.toml: node: missing [node] section");
+    }
+
+    #[test]
+    fn unknown_keys() {
+        fails(
+            &MS.replace("name = \"a\"", "name = \"a\"\nbogus = 1"),
+            5,
+            "map-server.site[0].bogus",
+            "unknown field `bogus`",
+        );
+        fails(
+            &MS.replace("key = \"k\"", "key = \"k\", colour = \"red\""),
+            5,
+            "map-server.site[0].auth.colour",
+            "unknown field",
+        );
+        fails(&format!("{MS}[xtra]\n"), 7, "xtra", "unknown field `xtra`");
+    }
+
+    #[test]
+    fn syntax_and_type_errors() {
+        let e = check("[node]\nname = \"ms1\"\nlisten = [\n").expect_err("syntax");
+        assert_eq!(e.line, Some(4), "{e}");
+        fails(
+            &MS.replace("name = \"ms1\"", "name = \"ms1\"\ncontrol-port = \"x\""),
+            3,
+            "node.control-port",
+            "invalid type",
+        );
+        fails(&MS.replace("name = \"ms1\"", "name = \"ms1\"\ncontrol-port = 70000"), 3, "node.control-port", "u16");
+    }
+
+    #[test]
+    fn bad_ip() {
+        fails(
+            &MS.replace("name = \"ms1\"", "name = \"ms1\"\nlisten = [\"::1\", \"10.0.0.300\"]"),
+            3,
+            "node.listen[1]",
+            "\"10.0.0.300\" is not an IP address",
+        );
+        fails(
+            &MS.replace("name = \"ms1\"", "name = \"ms1\"\nlisten = [\"::1\", \"::1\"]"),
+            3,
+            "node.listen[1]",
+            "twice",
+        );
+    }
+
+    #[test]
+    fn bad_prefix() {
+        fails(
+            &MS.replace("10.1.0.0/16", "10.1.0.0/33"),
+            6,
+            "map-server.site[0].eid-prefixes[0].prefix",
+            "not an IP prefix",
+        );
+        fails(
+            &MS.replace("10.1.0.0/16", "[x]10.1.0.0/16"),
+            6,
+            "map-server.site[0].eid-prefixes[0].prefix",
+            "instance ID",
+        );
+        fails(
+            &MS.replace("\"10.1.0.0/16\"", "\"[5]10.1.0.0/16\", iid = 6"),
+            6,
+            "map-server.site[0].eid-prefixes[0].prefix",
+            "is in instance 5 but iid is 6",
+        );
+    }
+
+    #[test]
+    fn prefix_with_host_bits() {
+        fails(
+            &MS.replace("10.1.0.0/16", "10.1.1.1/16"),
+            6,
+            "map-server.site[0].eid-prefixes[0].prefix",
+            "10.1.1.1/16 has host bits set; did you mean 10.1.0.0/16?",
+        );
+        fails(
+            &ETR.replace("10.1.1.0/24", "2001:db8::1/64"),
+            7,
+            "xtr.instance[0].database[0].prefix",
+            "did you mean 2001:db8::/64?",
+        );
+    }
+
+    #[test]
+    fn unknown_algorithm() {
+        fails(
+            &MS.replace("hmac-sha256-128", "hmac-md5"),
+            5,
+            "map-server.site[0].auth.algorithm",
+            "unknown variant `hmac-md5`",
+        );
+    }
+
+    #[test]
+    fn algorithm_none_needs_allow_unauthenticated() {
+        let none = MS.replace("algorithm = \"hmac-sha256-128\", key = \"k\"", "algorithm = \"none\"");
+        fails(&none, 5, "map-server.site[0].auth.algorithm", "allow-unauthenticated = true");
+        let allowed = none.replace("name = \"a\"", "name = \"a\"\nallow-unauthenticated = true");
+        let site = &check(&allowed).expect("allowed").core.map_server.expect("ms").sites[0];
+        assert!(site.allow_unauthenticated && site.keys.is_empty());
+        let keyed = MS
+            .replace("\"hmac-sha256-128\"", "\"none\"")
+            .replace("name = \"a\"", "name = \"a\"\nallow-unauthenticated = true");
+        fails(&keyed, 6, "map-server.site[0].auth.algorithm", "takes no key");
+    }
+
+    #[test]
+    fn empty_or_missing_key() {
+        fails(&MS.replace("key = \"k\"", "key = \"\""), 5, "map-server.site[0].auth.key", "key must not be empty");
+        fails(&MS.replace(", key = \"k\"", ""), 5, "map-server.site[0].auth", "no key");
+        fails(
+            &MS.replace("key = \"k\"", "keys = [{ id = 1, key = \"\" }]"),
+            5,
+            "map-server.site[0].auth.keys[0].key",
+            "key must not be empty",
+        );
+        fails(
+            &MS.replace("key = \"k\"", "key = \"k\", keys = [{ id = 1, key = \"j\" }]"),
+            5,
+            "map-server.site[0].auth.keys",
+            "not both",
+        );
+    }
+
+    #[test]
+    fn key_files() {
+        let dir = std::env::temp_dir().join(format!("loci-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(dir.join("k2"), "secret two\r\n").expect("key file");
+        std::fs::write(dir.join("empty"), "\n").expect("key file");
+        let file = dir.join("ms1.toml");
+        let text = MS.replace("key = \"k\"", "keys = [{ id = 1, key = \"one\" }, { id = 2, key-file = \"k2\" }]");
+        let c = parse(&file, &text).expect("valid");
+        let keys = &c.core.map_server.expect("ms").sites[0].keys;
+        assert_eq!(keys.get(2), Some(&b"secret two"[..]));
+
+        let e = parse(&file, &text.replace("\"k2\"", "\"missing\"")).expect_err("unreadable");
+        assert_eq!((e.line, e.field.as_str()), (Some(5), "map-server.site[0].auth.keys[1].key-file"));
+        assert!(e.reason.contains(&dir.join("missing").display().to_string()), "{e}");
+        let e = parse(&file, &text.replace("\"k2\"", "\"empty\"")).expect_err("empty");
+        assert!(e.reason.contains("empty key"), "{e}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn duplicate_key_ids() {
+        fails(
+            &MS.replace("key = \"k\"", "keys = [{ id = 1, key = \"a\" },\n  { id = 1, key = \"b\" }]"),
+            6,
+            "map-server.site[0].auth.keys[1].id",
+            "key id 1 is given twice",
+        );
+    }
+
+    #[test]
+    fn duplicate_site_names() {
+        let text = format!("{MS}[[map-server.site]]\nname = \"a\"\nauth = {{ algorithm = \"hmac-sha256-128\", key = \"k\" }}\neid-prefixes = [{{ prefix = \"10.2.0.0/16\" }}]\n");
+        fails(&text, 8, "map-server.site[1].name", "already defined as map-server.site[0]");
+    }
+
+    #[test]
+    fn overlapping_site_prefixes() {
+        let second = |prefix: &str| {
+            format!("{MS}[[map-server.site]]\nname = \"b\"\nauth = {{ algorithm = \"hmac-sha256-128\", key = \"k\" }}\neid-prefixes = [{{ prefix = \"{prefix}\" }}]\n")
+        };
+        fails(
+            &second("10.1.2.0/24"),
+            10,
+            "map-server.site[1].eid-prefixes[0].prefix",
+            "overlaps 10.1.0.0/16 of site \"a\" (line 6)",
+        );
+        // The longer prefix is the one reported, even when it comes first.
+        fails(
+            &second("10.0.0.0/8"),
+            6,
+            "map-server.site[0].eid-prefixes[0].prefix",
+            "overlaps 10.0.0.0/8 of site \"b\" (line 10)",
+        );
+        fails(&second("10.1.0.0/16"), 10, "map-server.site[1].eid-prefixes[0].prefix", "overlaps");
+        // Another instance is another address space.
+        check(&second("[1]10.1.0.0/16")).expect("other IID");
+        check(&second("10.2.0.0/16")).expect("disjoint");
+    }
+
+    #[test]
+    fn locator_ranges() {
+        let rloc =
+            |kv: &str| ETR.replace("{ address = \"203.0.113.1\" }", &format!("{{ address = \"203.0.113.1\", {kv} }}"));
+        let at = "xtr.instance[0].database[0].rlocs[0]";
+        fails(&rloc("priority = 256"), 7, &format!("{at}.priority"), "256 is out of range 0-255");
+        fails(&rloc("weight = -1"), 7, &format!("{at}.weight"), "-1 is out of range 0-255");
+        fails(&rloc("m-weight = 1000"), 7, &format!("{at}.m-weight"), "out of range");
+        check(&rloc("priority = 255, weight = 0")).expect("bounds are valid");
+    }
+
+    #[test]
+    fn rloc_not_an_ip() {
+        fails(
+            &ETR.replace("\"203.0.113.1\"", "\"xtr-a.example\""),
+            7,
+            "xtr.instance[0].database[0].rlocs[0].address",
+            "\"xtr-a.example\" is not an IP address",
+        );
+        fails(&ETR.replace("[{ address = \"203.0.113.1\" }]", "[]"), 7, "xtr.instance[0].database[0].rlocs", "no RLOC");
+    }
+
+    #[test]
+    fn nothing_to_do() {
+        let e = check("[node]\nname = \"n\"\n").expect_err("no role");
+        assert_eq!(e.to_string(), "t.toml: nothing to do: configure [map-server], [map-resolver] or [xtr]");
+    }
+
+    #[test]
+    fn etr_needs_map_servers_and_database() {
+        let no_ms = ETR.replace(
+            "map-servers = [{ address = \"192.0.2.10\", auth = { algorithm = \"hmac-sha256-128\", key = \"k\" } }]\n",
+            "",
+        );
+        fails(&no_ms, 3, "xtr.map-servers", "at least one map-server");
+        let no_db = ETR.replace(
+            "[[xtr.instance]]\ndatabase = [{ prefix = \"10.1.1.0/24\", rlocs = [{ address = \"203.0.113.1\" }] }]\n",
+            "",
+        );
+        fails(&no_db, 3, "xtr.instance", "needs a database");
+        fails(&ETR.replace("database = [{", "tun = \"loci0\"\n#database = [{"), 6, "xtr.instance", "needs a database");
+    }
+
+    #[test]
+    fn unsupported_roles() {
+        fails(&ETR.replace("[\"etr\"]", "[\"etr\", \"itr\"]"), 4, "xtr.roles[1]", "role \"itr\" is not supported yet");
+        fails(&ETR.replace("[\"etr\"]", "[\"pitr\"]"), 4, "xtr.roles[0]", "not supported yet");
+        fails(&ETR.replace("[\"etr\"]", "[\"xtr\"]"), 4, "xtr.roles[0]", "unknown variant `xtr`");
+        fails(&ETR.replace("[\"etr\"]", "[]"), 4, "xtr.roles", "no role");
+    }
+
+    #[test]
+    fn etr_key_and_ids() {
+        let two = ETR.replace("key = \"k\"", "keys = [{ id = 1, key = \"a\" }, { id = 2, key = \"b\" }]");
+        fails(&two, 5, "xtr.map-servers[0].auth.keys", "one key");
+        fails(&ETR.replace("[xtr]", "[xtr]\nxtr-id = \"0xzz\""), 4, "xtr.xtr-id", "not an xTR-ID");
+        fails(&ETR.replace("[xtr]", "[xtr]\nrecord-ttl = 0"), 4, "xtr.record-ttl", "TTL of 0");
+        fails(
+            &ETR.replace("tun", "x").replace("[[xtr.instance]]", "[[xtr.instance]]\ntun = \"a/b\""),
+            7,
+            "xtr.instance[0].tun",
+            "interface name",
+        );
+        let dup = format!("{ETR}[[xtr.instance]]\niid = 0\n");
+        fails(&dup, 9, "xtr.instance[1].iid", "instance 0 is defined twice");
+        // The default xTR-ID is a function of the name only.
+        let a = check(ETR).expect("a").core.etr.expect("etr").xtr_id;
+        let b = check(&ETR.replace("xtr-a", "xtr-b")).expect("b").core.etr.expect("etr").xtr_id;
+        assert_ne!(a, b);
+        assert_eq!(a, check(ETR).expect("a").core.etr.expect("etr").xtr_id);
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        fails(
+            &format!("{MS}[limits]\nregister-interval-secs = 180\n"),
+            8,
+            "limits.register-interval-secs",
+            "shorter than",
+        );
+        fails(
+            &format!("{MS}[limits]\nmap-requests-per-source = 0\n"),
+            8,
+            "limits.map-requests-per-source",
+            "0 is out of range 1-",
+        );
+        fails(
+            &format!("{MS}[limits]\nregistration-timeout-secs = 100000000000\n"),
+            8,
+            "limits.registration-timeout-secs",
+            "out of range 1-86400",
+        );
+        let l = check(&format!("{MS}[limits]\nmap-reply-repeat-secs = 0\n")).expect("0 disables").core.limits;
+        assert_eq!((l.map_reply_repeat, l.register_interval), (Duration::ZERO, Limits::default().register_interval));
+    }
+
+    #[test]
+    fn map_resolver_checks() {
+        fails("[node]\nname = \"mr\"\n[map-resolver]\n", 3, "map-resolver", "no [map-server]");
+        let mr = |servers: &str| format!("[node]\nname = \"mr\"\n[map-resolver]\nmap-servers = [{servers}]\n");
+        fails(&mr("{ address = \"192.0.2.1\" }"), 4, "map-resolver.map-servers[0].eid-prefixes", "which EIDs");
+        fails(
+            &mr("{ address = \"192.0.2.1\", eid-prefixes = [\"10.0.0.1/8\"] }"),
+            4,
+            "map-resolver.map-servers[0].eid-prefixes[0]",
+            "did you mean 10.0.0.0/8?",
+        );
+        fails(
+            &mr("{ address = \"ms\", eid-prefixes = [\"10.0.0.0/8\"] }"),
+            4,
+            "map-resolver.map-servers[0].address",
+            "not an IP",
+        );
+    }
+
+    #[test]
+    fn map_server_without_sites() {
+        fails("[node]\nname = \"ms\"\n[map-server]\nmax-registrations = 10\n", 3, "map-server", "no site");
+    }
+
+    #[test]
+    fn load_reports_unreadable_file() {
+        let e = load(Path::new("/nonexistent/loci.toml")).expect_err("missing");
+        assert_eq!((e.line, e.field.as_str()), (None, ""));
+        assert!(e.to_string().starts_with("/nonexistent/loci.toml: cannot read: "), "{e}");
+    }
+
+    #[test]
+    fn index_paths() {
+        assert_eq!(parent("a.b[0].c"), Some("a.b[0]"));
+        assert_eq!(parent("a.b[0]"), Some("a.b"));
+        assert_eq!(parent("a"), Some(""));
+        assert_eq!(parent(""), None);
+        // Header tables, implicit tables and dotted keys all locate.
+        let text = "[node]\nname = \"n\"\n\n[[map-server.site]]\nname = \"s\"\nauth.algorithm = \"none\"\n";
+        let index = Index::build(text);
+        let line = |p: &str| index.offset_of(p).map(|o| line_at(text, o));
+        assert_eq!(line("node.name"), Some(2));
+        assert_eq!(line("map-server.site[0]"), Some(4));
+        assert_eq!(line("map-server.site[0].auth.algorithm"), Some(6));
+        assert_eq!(line("map-server.site[0].eid-prefixes"), Some(4));
+        assert_eq!(line("map-server"), Some(4));
+    }
+}

@@ -1,0 +1,187 @@
+//! `loci show`: the daemon's state as tables for people or JSON for scripts.
+
+use serde_json::Value;
+
+/// Renders rows of cells as an aligned table under `headers`.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s: String = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}  ")).collect();
+        s.truncate(s.trim_end().len());
+        s + "\n"
+    };
+    let mut out = line(headers.to_vec());
+    for r in rows {
+        out += &line(r.iter().map(String::as_str).collect());
+    }
+    out
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+fn locators(v: &Value) -> String {
+    let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    list.iter()
+        .map(|l| {
+            format!(
+                "{} ({}/{}){}",
+                s(&l["address"]),
+                l["priority"],
+                l["weight"],
+                if l["reachable"] == false { " down" } else { "" }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn counters(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+        _ => "-".into(),
+    }
+}
+
+pub fn sites(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|site| {
+            let prefixes = site["eid_prefixes"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let p = prefixes
+                .iter()
+                .map(|p| format!("{}{}", s(&p["prefix"]), if p["accept_more_specifics"] == true { "+" } else { "" }))
+                .collect::<Vec<_>>()
+                .join(" ");
+            vec![s(&site["name"]), p, s(&site["registered"]), counters(&site["drops"])]
+        })
+        .collect();
+    table(&["SITE", "EID-PREFIXES (+ = more-specifics)", "REGISTERED", "DROPS"], &rows)
+}
+
+pub fn registrations(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let xtrs = r["xtrs"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let last = xtrs.last().cloned().unwrap_or(Value::Null);
+            vec![
+                s(&r["prefix"]),
+                s(&r["site"]),
+                locators(&r["locators"]),
+                xtrs.iter().map(|x| s(&x["source"])).collect::<Vec<_>>().join(","),
+                if last["proxy_reply"] == true { "yes".into() } else { "no".into() },
+                format!("{}s", s(&last["expires_in_secs"])),
+            ]
+        })
+        .collect();
+    table(&["EID-PREFIX", "SITE", "LOCATORS (priority/weight)", "REGISTERED BY", "PROXY", "EXPIRES"], &rows)
+}
+
+pub fn stats(v: &Value) -> String {
+    let mut out = format!("node {}  up {}s\n", s(&v["node"]), s(&v["uptime_secs"]));
+    let mut rows = Vec::new();
+    for (section, key) in [("received", "received"), ("sent", "sent"), ("dropped", "drops")] {
+        if let Some(m) = v[key].as_object() {
+            for (k, n) in m {
+                rows.push(vec![section.to_string(), k.clone(), n.to_string()]);
+            }
+        }
+    }
+    for k in [
+        "negative_replies",
+        "proxy_replies",
+        "forwarded_requests",
+        "registrations_expired",
+        "tolerated",
+        "registrations",
+    ] {
+        if !v[k].is_null() {
+            rows.push(vec!["counter".into(), k.replace('_', "-"), s(&v[k])]);
+        }
+    }
+    out += &table(&["", "WHAT", "COUNT"], &rows);
+    if let Some(m) = v["site_drops"].as_object().filter(|m| !m.is_empty()) {
+        out += "\ndrops per site:\n";
+        let rows: Vec<Vec<String>> = m.iter().map(|(site, c)| vec![site.clone(), counters(c)]).collect();
+        out += &table(&["SITE", "DROPS"], &rows);
+    }
+    out
+}
+
+pub fn subscriptions(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|r| {
+            let rlocs = r["itr_rlocs"].as_array().map(Vec::as_slice).unwrap_or_default();
+            vec![
+                s(&r["prefix"]),
+                s(&r["xtr_id"]),
+                s(&r["site_id"]),
+                rlocs.iter().map(s).collect::<Vec<_>>().join(","),
+                s(&r["awaiting_ack"]),
+            ]
+        })
+        .collect();
+    table(&["EID-PREFIX", "XTR-ID", "SITE-ID", "ITR-RLOCS", "AWAITING-ACK"], &rows)
+}
+
+pub fn database(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["mappings"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| vec![s(&m["prefix"]), locators(&m["locators"])])
+        .collect();
+    let mut out = table(&["EID-PREFIX", "LOCATORS (priority/weight)"], &rows);
+    let rows: Vec<Vec<String>> = v["map_servers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            vec![
+                s(&m["address"]),
+                match m["acknowledged_secs_ago"].as_u64() {
+                    Some(n) => format!("acknowledged {n}s ago"),
+                    None => "not yet acknowledged".into(),
+                },
+                format!("{}s", s(&m["next_register_in_secs"])),
+            ]
+        })
+        .collect();
+    out += "\n";
+    out += &table(&["MAP-SERVER", "STATE", "NEXT REGISTER"], &rows);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligns_columns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+}

@@ -1,0 +1,12 @@
+#![no_main]
+//! Decodes arbitrary bytes as a Address; whatever parses must re-emit and re-parse equal.
+use libfuzzer_sys::fuzz_target;
+use loci_wire::address::Address;
+use loci_wire::Wire;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(v) = Address::parse(data) {
+        let again = Address::parse(&v.to_bytes()).expect("re-emitted bytes must parse");
+        assert_eq!(again, v);
+    }
+});

@@ -1,0 +1,12 @@
+#![no_main]
+//! Decodes arbitrary bytes as a DataHeaderRepr; whatever parses must re-emit and re-parse equal.
+use libfuzzer_sys::fuzz_target;
+use loci_wire::data::DataHeaderRepr;
+use loci_wire::Wire;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(v) = DataHeaderRepr::parse(data) {
+        let again = DataHeaderRepr::parse(&v.to_bytes()).expect("re-emitted bytes must parse");
+        assert_eq!(again, v);
+    }
+});

@@ -1,0 +1,12 @@
+#![no_main]
+//! Decodes arbitrary bytes as a MapReferral; whatever parses must re-emit and re-parse equal.
+use libfuzzer_sys::fuzz_target;
+use loci_wire::map_referral::MapReferral;
+use loci_wire::Wire;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(v) = MapReferral::parse(data) {
+        let again = MapReferral::parse(&v.to_bytes()).expect("re-emitted bytes must parse");
+        assert_eq!(again, v);
+    }
+});
