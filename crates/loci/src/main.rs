@@ -4,6 +4,7 @@ mod api;
 mod config;
 mod daemon;
 mod decode;
+mod demo;
 mod lig;
 mod show;
 mod state;
@@ -88,6 +89,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a seed scenario on the simulator (no root, no network) and print the message ladder
+    Demo {
+        /// Scenario name (see --list)
+        #[arg(default_value = "resolve")]
+        scenario: String,
+        /// List the scenarios
+        #[arg(long)]
+        list: bool,
+        /// Print the trace as JSON
+        #[arg(long)]
+        json: bool,
+        /// Simulator seed (same seed, same run)
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Decode LISP control messages given as hex (arguments or standard input)
     Decode {
         /// Hex strings; whitespace and colons are ignored
@@ -108,14 +124,17 @@ enum ShowWhat {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The daemon logs state changes; the tools print their results and log only problems.
+    let default = if matches!(cli.command, Command::Run { .. }) { "info" } else { "warn" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOCI_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("loci: {e:#}");
@@ -191,6 +210,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ask(&eid, iid, SocketAddr::new(to, port), false, timeout, json)
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
+        Command::Demo { scenario, list, json, seed } => {
+            if list {
+                for s in demo::SCENARIOS {
+                    println!("{:<10} {}", s.name, s.about);
+                }
+                return Ok(());
+            }
+            let names: Vec<&str> = demo::SCENARIOS.iter().map(|s| s.name).collect();
+            let s = demo::find(&scenario)
+                .with_context(|| format!("no scenario {scenario:?}; scenarios: {}", names.join(", ")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed))?);
+            } else {
+                print!("{}", demo::render(s, seed));
+            }
+            Ok(())
+        }
     }
 }
 
