@@ -289,8 +289,7 @@ impl MapServer {
         let (reg, notes) = match MapRegister::parse_noting(data) {
             Ok(v) => v,
             Err(e) => {
-                tracing::debug!(%remote, error = %e, "malformed Map-Register");
-                io.stats.drop(Drop::Malformed);
+                io.refuse(now, None, Drop::Malformed, remote, &format!("malformed Map-Register: {e}"));
                 return;
             }
         };
@@ -302,8 +301,7 @@ impl MapServer {
             return;
         };
         let Some(site) = self.site_of(&prefixes[0]) else {
-            tracing::debug!(%remote, prefix = %prefixes[0], "Map-Register for no configured site");
-            io.stats.drop(Drop::UnknownSite);
+            io.refuse(now, None, Drop::UnknownSite, remote, &format!("Map-Register for {}: no such site", prefixes[0]));
             return;
         };
         let cfg = &self.sites[site].config;
@@ -311,14 +309,13 @@ impl MapServer {
             Ok(v) => v,
             Err(e) => {
                 let reason = if reg.algorithm_id == 0 { Drop::Unauthenticated } else { Drop::BadAuth };
-                tracing::debug!(%remote, site = %cfg.name, error = %e, "Map-Register failed authentication");
-                io.stats.site_drop(&cfg.name, reason);
+                io.refuse(now, Some(&cfg.name), reason, remote, &format!("Map-Register failed authentication: {e}"));
                 return;
             }
         };
         if let Some(p) = prefixes.iter().find(|p| !self.allowed(site, p)) {
-            tracing::debug!(%remote, site = %cfg.name, prefix = %p, "Map-Register for a prefix outside the site");
-            io.stats.site_drop(&cfg.name, Drop::PrefixOutsideSite);
+            let detail = format!("Map-Register for {p}, outside the site's prefixes");
+            io.refuse(now, Some(&cfg.name), Drop::PrefixOutsideSite, remote, &detail);
             return;
         }
         let registrant = match reg.xtr_id {
@@ -327,16 +324,17 @@ impl MapServer {
         };
         let known = self.nonces.get(&(site, registrant)).copied();
         if known.is_some_and(|n| reg.nonce <= n) {
-            io.stats.site_drop(&cfg.name, Drop::Replay);
+            io.refuse(now, Some(&cfg.name), Drop::Replay, remote, "Map-Register with a replayed nonce");
             return;
         }
         if known.is_none() && self.nonces.len() >= self.max_registrations {
-            io.stats.site_drop(&cfg.name, Drop::TableFull);
+            io.refuse(now, Some(&cfg.name), Drop::TableFull, remote, "Map-Register refused: registrant table full");
             return;
         }
         let new = prefixes.iter().filter(|p| self.registrations.get(p).is_none()).count();
         if self.registrations.len() + new > self.max_registrations {
-            io.stats.site_drop(&self.sites[site].config.name, Drop::TableFull);
+            let name = &self.sites[site].config.name;
+            io.refuse(now, Some(name), Drop::TableFull, remote, "Map-Register refused: registration table full");
             return;
         }
         self.nonces.insert((site, registrant), reg.nonce);

@@ -3,9 +3,9 @@
 //! The daemon feeds it datagrams and time and sends what it emits; the simulator does the same
 //! on virtual time; tests call it by hand. Nothing here touches a socket or a clock.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use loci_wire::ecm::Ecm;
 use loci_wire::message::{message_type, peek_type};
@@ -52,13 +52,40 @@ pub struct Io {
     pub transmits: VecDeque<Transmit>,
     pub events: VecDeque<Event>,
     pub stats: Stats,
+    /// When each (site, reason) was last logged, and how many drops went unlogged since.
+    log_gate: HashMap<(String, Drop), (Instant, u64)>,
 }
+
+/// A refusal is logged at most once per this interval per site and reason (strangers must not
+/// be able to flood the log); the count of the others goes with the next line.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 impl Io {
     /// Queues `msg` for `dst` and counts it under `name`.
     pub fn send(&mut self, name: &'static str, src: Option<IpAddr>, dst: SocketAddr, data: Vec<u8>) {
         self.stats.sent(name);
         self.transmits.push_back(Transmit { src, dst, data });
+    }
+
+    /// Counts a refused message against `site` (when known) and logs it, rate limited.
+    pub fn refuse(&mut self, now: Instant, site: Option<&str>, reason: Drop, remote: SocketAddr, detail: &str) {
+        match site {
+            Some(s) => self.stats.site_drop(s, reason),
+            None => self.stats.drop(reason),
+        }
+        let key = (site.unwrap_or("").to_string(), reason);
+        let suppressed = match self.log_gate.get_mut(&key) {
+            Some(gate) if now.saturating_duration_since(gate.0) < LOG_INTERVAL => {
+                gate.1 += 1;
+                return;
+            }
+            Some(gate) => std::mem::replace(gate, (now, 0)).1,
+            None => {
+                self.log_gate.insert(key, (now, 0));
+                0
+            }
+        };
+        tracing::warn!(site = site.unwrap_or("-"), reason = reason.name(), %remote, suppressed, "{detail}");
     }
 
     /// Counts the tolerated oddities a decoder noted.

@@ -368,3 +368,60 @@ fn same_seed_same_trace() {
     };
     assert_eq!(run(42), run(42));
 }
+
+/// A Map-Resolver on its own node, forwarding to the Map-Server that serves the EID.
+fn resolver(name: &str, ms: &str, prefixes: &[&str]) -> loci_core::config::NodeConfig {
+    loci_core::config::NodeConfig {
+        name: name.into(),
+        map_server: None,
+        map_resolver: Some(loci_core::config::MapResolverConfig {
+            map_servers: vec![loci_core::config::MapServerPeer {
+                address: ip(ms),
+                eid_prefixes: prefixes.iter().map(|p| prefix(p)).collect(),
+            }],
+        }),
+        etr: None,
+        limits: Default::default(),
+    }
+}
+
+#[test]
+fn standalone_anycast_resolvers_forward_to_the_map_server_or_answer_negative() {
+    let mut sim = Sim::new(12);
+    let mut ms_cfg = map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]);
+    ms_cfg.map_resolver = None;
+    let ms = sim.add_node(ms_cfg, &[ip("192.0.2.20")]);
+    // Two resolvers share the anycast address 192.0.2.53; the ITR reaches the nearer one.
+    let far = sim.add_node(resolver("mr-far", "192.0.2.20", &["10.1.0.0/16"]), &[ip("192.0.2.53"), ip("192.0.2.61")]);
+    let near = sim.add_node(resolver("mr-near", "192.0.2.20", &["10.1.0.0/16"]), &[ip("192.0.2.53"), ip("192.0.2.62")]);
+    sim.add_node(
+        etr("etr1", "192.0.2.20", KEY, vec![("10.1.1.0/24", vec![rloc("203.0.113.1", 1, 50)])], 1),
+        &[ip("203.0.113.1")],
+    );
+    let itr = sim.add_endpoint("itr", &[ip("198.51.100.1")]);
+    sim.set_link_delay(itr, far, Duration::from_millis(20));
+    sim.set_link_delay(itr, near, Duration::from_millis(2));
+    sim.run_for(Duration::from_secs(2));
+    let mut w = World { sim, ms, etr1: 0, itr };
+    let send = |w: &mut World, eid: &str, nonce| {
+        let itr_ip = ip("198.51.100.1");
+        let ecm = encapsulate_request(itr_ip, ITR_PORT, &request(eid, nonce));
+        w.sim.send(w.itr, SocketAddr::new(itr_ip, ITR_PORT), SocketAddr::new(ip("192.0.2.53"), 4342), ecm.to_bytes());
+    };
+    send(&mut w, "10.1.1.9/32", 1);
+    send(&mut w, "172.16.0.1/32", 2);
+    w.sim.run_for(Duration::from_secs(1));
+    let l = ladder(&w.sim);
+    assert!(l.contains(&"itr>mr-near:Encapsulated-Control-Message".to_string()), "{l:?}");
+    assert!(!l.iter().any(|s| s.contains("mr-far")), "the far anycast resolver sees nothing: {l:?}");
+    assert!(l.contains(&"mr-near>ms:Encapsulated-Control-Message".to_string()));
+    assert!(l.contains(&"ms>etr1:Encapsulated-Control-Message".to_string()));
+    let r = replies(&w);
+    let positive = r.iter().find(|(_, m)| m.nonce == 1).expect("answer for a LISP EID");
+    assert_eq!(positive.0, ip("203.0.113.1"));
+    let negative = r.iter().find(|(_, m)| m.nonce == 2).expect("answer for a non-LISP EID");
+    assert_eq!(negative.0, ip("192.0.2.53"), "negative answer from the resolver's anycast address");
+    let rec = &negative.1.records[0];
+    assert_eq!((eid_from_wire(&rec.eid, rec.eid_mask_len).unwrap().to_string(), rec.ttl), ("128.0.0.0/1".into(), 15));
+    let _ = w.ms;
+}
