@@ -480,10 +480,8 @@ impl MapServer {
             io.stats.drop(Drop::ProbeToMappingSystem);
             return;
         }
-        let Some(dst) = reply_destination(req, requester, port) else {
-            io.stats.drop(Drop::Malformed);
-            return;
-        };
+        // No usable ITR-RLOC (an AFI-0 unsubscription, RFC 9437 §5): answer the requester.
+        let dst = reply_destination(req, requester, port).unwrap_or(SocketAddr::new(requester, port));
         let mut records = Vec::new();
         let mut forward_to = None;
         for r in &req.records {

@@ -425,3 +425,25 @@ fn standalone_anycast_resolvers_forward_to_the_map_server_or_answer_negative() {
     assert_eq!((eid_from_wire(&rec.eid, rec.eid_mask_len).unwrap().to_string(), rec.ttl), ("128.0.0.0/1".into(), 15));
     let _ = w.ms;
 }
+
+#[test]
+fn afi0_itr_rloc_unsubscribes() {
+    let mut w = world(13, false);
+    w.sim.run_for(Duration::from_secs(2));
+    let mut req = request("10.1.1.7/32", 50);
+    req.records[0].notify = true;
+    req.xtr_id = Some(XtrId { xtr_id: 0x79, site_id: 9 });
+    ask(&mut w, &req);
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.sim.node(w.ms).map_server().unwrap().subscriptions().len(), 1);
+    req.nonce = 51;
+    req.itr_rlocs = vec![Address::None];
+    ask(&mut w, &req);
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.sim.node(w.ms).map_server().unwrap().subscriptions().len(), 0);
+    let inbox = itr_inbox(&w);
+    assert!(
+        matches!(&inbox.last().unwrap().1, ControlMessage::MapNotify(n) if n.nonce == 51),
+        "unsubscription confirmed to the requester: {inbox:?}"
+    );
+}
