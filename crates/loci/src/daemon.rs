@@ -60,7 +60,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let mut sockets = Vec::new();
     for ip in &cfg.node.listen {
         let addr = SocketAddr::new(*ip, cfg.node.control_port);
-        let s = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind UDP {addr}"))?;
+        let s = bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?;
         sockets.push(Arc::new(s));
     }
     let mut node = Node::new(core, rand::random(), Instant::now());
@@ -88,6 +88,18 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     state::save(&cfg.node.state_dir, &snapshot)?;
     let _ = std::fs::remove_file(&cfg.node.api_socket);
     Ok(())
+}
+
+/// Binds a control socket. IPv6 sockets are IPv6-only, so `0.0.0.0` and `::` can share the
+/// port (Linux makes `::` dual-stack by default, and then the second bind fails).
+fn bind(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
 }
 
 async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
