@@ -1,6 +1,7 @@
 //! `loci`: the LISP daemon and its tools.
 
 mod api;
+mod bench;
 mod config;
 mod daemon;
 mod decode;
@@ -103,6 +104,11 @@ enum Command {
         /// Simulator seed (same seed, same run)
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency
+    Bench {
+        #[command(subcommand)]
+        mode: bench::Mode,
     },
     /// Decode LISP control messages given as hex (arguments or standard input)
     Decode {
@@ -210,6 +216,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             ask(&eid, iid, SocketAddr::new(to, port), false, timeout, json)
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
+        Command::Bench { mode } => bench::run(mode),
         Command::Demo { scenario, list, json, seed } => {
             if list {
                 for s in demo::SCENARIOS {
