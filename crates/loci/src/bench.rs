@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::mmsg;
+use crate::sys;
 
 /// Options every mode shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -665,6 +665,10 @@ fn percentile(sorted: &[u32], q: f64) -> Option<u32> {
 /// Sends the workload to `target` within `limits` and collects the answers.
 fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> anyhow::Result<Report> {
     let binds = local_addresses(target.ip(), limits, work.answer_port())?;
+    if limits.interval_ns > 0.0 {
+        // Coarse sleeps would send in bursts; without it pacing is only less even.
+        let _ = sys::fine_timer_slack();
+    }
     let mut poll = Poll::new().context("cannot create a poller")?;
     let mut sockets = Vec::with_capacity(binds.len());
     for (i, bind) in binds.into_iter().enumerate() {
@@ -693,8 +697,8 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
         last_answer: 0,
     };
     let mut events = Events::with_capacity(256);
-    let mut batch = mmsg::RecvBatch::new(2048);
-    let mut msgs: Vec<Vec<u8>> = (0..mmsg::BATCH).map(|_| Vec::with_capacity(1500)).collect();
+    let mut batch = sys::RecvBatch::new(2048);
+    let mut msgs: Vec<Vec<u8>> = (0..sys::BATCH).map(|_| Vec::with_capacity(1500)).collect();
     let start = Instant::now();
     let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
     let (timeout_ns, duration_ns) = (limits.timeout.as_nanos() as u64, limits.duration.as_nanos() as u64);
@@ -708,7 +712,7 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
         // Send, from one socket per turn, what the window, the pace and the ring allow.
         let (first, mut n, mut paced_wait) = (run.sent, 0, None);
         let i = turn % sockets.len();
-        while sending && n < mmsg::BATCH && first + (n as u64) < total && run.may_send(limits.window) {
+        while sending && n < sys::BATCH && first + (n as u64) < total && run.may_send(limits.window) {
             let seq = first + n as u64;
             let due = (seq as f64 * limits.interval_ns) as u64;
             if due > now {
@@ -721,7 +725,7 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
         }
         if n > 0 {
             let batch: Vec<(SocketAddr, &[u8])> = msgs[..n].iter().map(|m| (target, m.as_slice())).collect();
-            mmsg::send_batch(sockets[i].0.as_fd(), &batch, |k, _| run.fail(first + k as u64));
+            sys::send_batch(sockets[i].0.as_fd(), &batch, |k, _| run.fail(first + k as u64));
             last_send = now;
         }
         run.retire(now, timeout_ns);
@@ -729,11 +733,16 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
             break;
         }
         // Wait for answers: not at all while there is more to send now, else until the next
-        // send is due (sub-millisecond waits spin: the poller counts in milliseconds).
+        // send is due. The poller counts in milliseconds, so shorter waits sleep (answers that
+        // come meanwhile are read, and timed, up to one send interval late) rather than spin:
+        // a spinning generator takes the CPU the Map-Server needs.
         let can_send_now = sending && run.may_send(limits.window) && paced_wait.is_none();
         let wait = match paced_wait {
             _ if can_send_now => Duration::ZERO,
-            Some(w) if w < 1_000_000 => Duration::ZERO,
+            Some(w) if w < 1_000_000 => {
+                std::thread::sleep(Duration::from_nanos(w));
+                Duration::ZERO
+            }
             Some(w) => Duration::from_nanos(w - 500_000),
             None => Duration::from_millis(1),
         };

@@ -16,7 +16,7 @@ use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, mmsg, state};
+use crate::{api, state, sys};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -81,7 +81,7 @@ impl Shared {
         for (i, s) in self.sockets.iter().enumerate() {
             let msgs: Vec<(SocketAddr, &[u8])> =
                 queued.iter().filter(|(j, _)| *j == i).map(|(_, t)| (t.dst, t.data.as_slice())).collect();
-            mmsg::send_batch(
+            sys::send_batch(
                 s.socket.as_fd(),
                 &msgs,
                 |j, e| tracing::debug!(dst = %msgs[j].0, error = %e, "send failed"),
@@ -167,7 +167,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 /// Receives on socket `i` until the process ends.
 fn receive(shared: &Shared, i: usize) {
     let socket = &shared.sockets[i];
-    let mut batch = mmsg::RecvBatch::new(MAX_DATAGRAM);
+    let mut batch = sys::RecvBatch::new(MAX_DATAGRAM);
     loop {
         match batch.recv(socket.socket.as_fd()) {
             Ok(_) => {}

@@ -7,9 +7,9 @@ mod daemon;
 mod decode;
 mod demo;
 mod lig;
-mod mmsg;
 mod show;
 mod state;
+mod sys;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
