@@ -133,11 +133,14 @@ impl Address {
         }
     }
 
+    #[inline]
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         Self::read_nested(r, 0)
     }
 
-    /// Reads an address inside `depth` enclosing LCAFs.
+    /// Reads an address inside `depth` enclosing LCAFs. The fixed-size families are decoded
+    /// here, inline in every caller (they are nearly every locator); the rest out of line.
+    #[inline]
     pub(crate) fn read_nested(r: &mut Reader<'_>, depth: usize) -> Result<Self> {
         let at = r.at();
         let afi = r.u16("AFI")?;
@@ -145,6 +148,13 @@ impl Address {
             afi::NONE => Address::None,
             afi::IPV4 => Address::Ipv4(Ipv4Addr::from(r.array::<4>("IPv4 address")?)),
             afi::IPV6 => Address::Ipv6(Ipv6Addr::from(r.array::<16>("IPv6 address")?)),
+            _ => Self::read_variable(r, afi, at, depth)?,
+        })
+    }
+
+    /// The families [`Address::read_nested`] does not decode inline, after their AFI.
+    fn read_variable(r: &mut Reader<'_>, afi: u16, at: usize, depth: usize) -> Result<Self> {
+        Ok(match afi {
             afi::MAC => Address::Mac { addr: r.array("MAC address")?, afi: MacAfi::Ieee802 },
             afi::MAC48 => Address::Mac { addr: r.array("MAC address")?, afi: MacAfi::Mac48 },
             afi::DISTINGUISHED_NAME => {
