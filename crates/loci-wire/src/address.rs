@@ -176,7 +176,20 @@ impl Address {
         })
     }
 
+    /// Writes the address; IPv4 (nearly every RLOC) inline, AFI and address in one access.
+    #[inline]
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        match self {
+            Address::Ipv4(a) => {
+                let [a0, a1, a2, a3] = a.octets();
+                let [f0, f1] = afi::IPV4.to_be_bytes();
+                w.bytes(&[f0, f1, a0, a1, a2, a3]);
+            }
+            _ => self.write_other(w),
+        }
+    }
+
+    fn write_other(&self, w: &mut Writer<'_>) {
         w.u16(self.afi());
         match self {
             Address::None => {}
