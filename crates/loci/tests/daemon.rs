@@ -10,7 +10,7 @@
 //!   127.0.0.107-108  replayed_register_refused_after_restart (MS, the test as ETR)
 //!   127.0.0.109-110  malformed_datagrams_are_counted (MS, the test as sender)
 //!   [::1]:4343, [::1]:4342  ipv6_registration_and_lig (MS, ETR)
-//!   0.0.0.0:4399, [::]:4399  wildcard_listen_on_both_families
+//!   [::]:4399, 0.0.0.0:4399  wildcard_listen_on_both_families
 
 mod common;
 
@@ -270,7 +270,8 @@ fn ipv6_registration_and_lig() {
     assert_eq!(lig["from"], "[::1]:4342", "answered by the ETR: {lig}");
     assert_eq!(lig["records"][0]["prefix"], "2001:db8:a:1::/64", "{lig}");
     assert_eq!(locators(&lig["records"][0]["locators"]), want);
-    let neg = loci_json(&["lig", "2001:db8:b::1", "--mr", "::1", "--port", "4343"]);
+    // With -c, lig asks the node of that configuration, at its control port.
+    let neg = loci_json(&["lig", "2001:db8:b::1", "-c", ms.config.to_str().unwrap()]);
     assert_eq!((&neg["from"], &neg["records"][0]["ttl_minutes"]), (&json!("[::1]:4343"), &json!(15)), "{neg}");
     ms.assert_no_send_failures();
     etr.assert_no_send_failures();
@@ -359,14 +360,17 @@ fn malformed_datagrams_are_counted() {
 
 #[test]
 fn wildcard_listen_on_both_families() {
+    if !has_ipv6_loopback() && skip("no IPv6 loopback (::1)") {
+        return;
+    }
     let lab = Lab::new();
-    // The default listen set: `::` must be IPv6-only or it takes the IPv4 port too.
-    let ms = lab.start("ms", &["0.0.0.0", "::"], &format!("control-port = 4399\n{MS_ROLES}"));
+    // The default listen set (here in the other order): `::` must be IPv6-only or it takes the
+    // IPv4 port too.
+    let ms = lab.start("ms", &["::", "0.0.0.0"], &format!("control-port = 4399\n{MS_ROLES}"));
     let rig = loci_json(&["rig", "8.8.8.8", "--to", "127.0.0.1", "--port", "4399"]);
     assert_eq!(rig["records"][0]["prefix"], "8.0.0.0/7", "{rig}");
-    if has_ipv6_loopback() {
-        let rig = loci_json(&["rig", "2001:db8:b::1", "--to", "::1", "--port", "4399"]);
-        assert_eq!(rig["records"][0]["ttl_minutes"], 15, "{rig}");
-    }
+    // lig -c asks the node itself: `::` stands for ::1.
+    let lig = loci_json(&["lig", "2001:db8:b::1", "-c", ms.config.to_str().unwrap()]);
+    assert_eq!((&lig["from"], &lig["records"][0]["ttl_minutes"]), (&json!("[::1]:4399"), &json!(15)), "{lig}");
     ms.assert_no_send_failures();
 }
