@@ -187,11 +187,10 @@ fn mapping_system_end_to_end() {
     // Wireshark decodes every message on the wire without complaint.
     if let Some(c) = capture.as_mut() {
         // Map-Request, Map-Reply, Map-Register, Map-Notify, Encapsulated Control Message.
-        c.finish(&[1, 2, 3, 4, 8]);
-        let all = c.read(&[]);
+        let packets = c.finish(&[1, 2, 3, 4, 8]);
         let bad = c.read(&["-Y", "_ws.malformed || _ws.expert.severity >= 8388608"]);
-        assert!(bad.trim().is_empty(), "tshark finds errors:\n{bad}\nin the capture:\n{all}");
-        eprintln!("tshark decoded {} packets without error", all.lines().count());
+        assert!(bad.trim().is_empty(), "tshark finds errors:\n{bad}\nin the capture:\n{}", c.read(&[]));
+        eprintln!("tshark: {packets} LISP packets, no malformed packet or error");
     }
 }
 

@@ -25,6 +25,8 @@ pub const PATIENCE: Duration = Duration::from_secs(10);
 /// How long any one CLI invocation may take before it counts as hung.
 const COMMAND_LIMIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(50);
+/// tshark takes seconds to start (loading its dissectors), more on a busy machine.
+const TSHARK_PATIENCE: Duration = Duration::from_secs(40);
 
 /// Runs `cmd` to completion, killing it after [`COMMAND_LIMIT`] so a hung daemon fails the test
 /// instead of hanging it.
@@ -96,13 +98,17 @@ fn terminate(child: &mut Child) {
 }
 
 /// Polls `f` until it returns something, for at most [`PATIENCE`]; panics naming `what`.
-pub fn poll<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + PATIENCE;
+pub fn poll<T>(what: &str, f: impl FnMut() -> Option<T>) -> T {
+    poll_for(what, PATIENCE, f)
+}
+
+pub fn poll_for<T>(what: &str, patience: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + patience;
     loop {
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {PATIENCE:?} waiting for {what}");
+        assert!(Instant::now() < deadline, "timed out after {patience:?} waiting for {what}");
         std::thread::sleep(POLL);
     }
 }
@@ -349,7 +355,7 @@ impl Capture {
             .spawn()
             .expect("spawn tshark");
         let mut c = Capture { child: Some(child), file, log };
-        poll("tshark to start capturing", || {
+        poll_for("tshark to start capturing", TSHARK_PATIENCE, || {
             if let Some(status) = c.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("tshark exited ({status}): {}", std::fs::read_to_string(&c.log).unwrap_or_default());
             }
@@ -365,16 +371,17 @@ impl Capture {
     }
 
     /// Waits until the capture holds a message of each LISP type in `types` (so the packets
-    /// to check have been written), then stops tshark.
-    pub fn finish(&mut self, types: &[u8]) {
-        poll("the capture to hold every message type", || {
-            let seen = self.read(&["-T", "fields", "-e", "lisp.type"]);
-            let seen: Vec<u8> = seen.split([',', '\n']).filter_map(|t| t.trim().parse().ok()).collect();
-            types.iter().all(|t| seen.contains(t)).then_some(())
+    /// to check have been written), then stops tshark. Returns the number of packets.
+    pub fn finish(&mut self, types: &[u8]) -> usize {
+        let packets = poll_for("the capture to hold every message type", TSHARK_PATIENCE, || {
+            let listing = self.read(&["-T", "fields", "-e", "lisp.type"]);
+            let seen: Vec<u8> = listing.split([',', '\n']).filter_map(|t| t.trim().parse().ok()).collect();
+            types.iter().all(|t| seen.contains(t)).then(|| listing.lines().count())
         });
         if let Some(mut child) = self.child.take() {
             terminate(&mut child);
         }
+        packets
     }
 }
 
