@@ -333,7 +333,7 @@ pub struct Capture {
 }
 
 impl Capture {
-    /// Starts capturing and waits until tshark says it is; `None` (after saying why) when
+    /// Starts capturing and waits until the capture is on; `None` (after saying why) when
     /// tshark or root is missing, which is an error when `CI=true`.
     pub fn start(dir: &Path, filter: &str) -> Option<Capture> {
         if !is_root() {
@@ -359,7 +359,9 @@ impl Capture {
             if let Some(status) = c.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("tshark exited ({status}): {}", std::fs::read_to_string(&c.log).unwrap_or_default());
             }
-            std::fs::read_to_string(&c.log).ok().filter(|l| l.contains("Capturing on")).map(|_| ())
+            // tshark says "Capturing on" before its dumpcap has even started; dumpcap writes the
+            // file's header once the interface and filter are set up.
+            std::fs::metadata(&c.file).ok().filter(|m| m.len() > 0).map(|_| ())
         });
         Some(c)
     }
@@ -373,9 +375,17 @@ impl Capture {
     /// Waits until the capture holds a message of each LISP type in `types` (so the packets
     /// to check have been written), then stops tshark. Returns the number of packets.
     pub fn finish(&mut self, types: &[u8]) -> usize {
-        let packets = poll_for("the capture to hold every message type", TSHARK_PATIENCE, || {
-            let listing = self.read(&["-T", "fields", "-e", "lisp.type"]);
-            let seen: Vec<u8> = listing.split([',', '\n']).filter_map(|t| t.trim().parse().ok()).collect();
+        let mut listing = String::new();
+        let what = format!("the capture to hold LISP types {types:?}");
+        let packets = poll_for(&what, TSHARK_PATIENCE, || {
+            listing = self.read(&["-T", "fields", "-e", "frame.time_relative", "-e", "lisp.type"]);
+            let seen: Vec<u8> = listing
+                .lines()
+                .filter_map(|l| l.split('\t').nth(1))
+                .flat_map(|t| t.split(','))
+                .filter_map(|t| t.trim().parse().ok())
+                .collect();
+            eprintln!("capture so far (time, LISP types):\n{listing}");
             types.iter().all(|t| seen.contains(t)).then(|| listing.lines().count())
         });
         if let Some(mut child) = self.child.take() {
