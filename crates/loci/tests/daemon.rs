@@ -9,6 +9,7 @@
 //!   127.0.0.105-106  wrong_key_is_refused_and_counted
 //!   127.0.0.107-108  replayed_register_refused_after_restart (MS, the test as ETR)
 //!   127.0.0.109-110  malformed_datagrams_are_counted (MS, the test as sender)
+//!   127.0.0.111      map_server_and_etr_on_one_node
 //!   [::1]:4343, [::1]:4342  ipv6_registration_and_lig (MS, ETR)
 //!   [::]:4399, 0.0.0.0:4399  wildcard_listen_on_both_families
 
@@ -372,4 +373,25 @@ fn wildcard_listen_on_both_families() {
     let lig = loci_json(&["lig", "2001:db8:b::1", "-c", ms.config.to_str().unwrap()]);
     assert_eq!((&lig["from"], &lig["records"][0]["ttl_minutes"]), (&json!("[::1]:4399"), &json!(15)), "{lig}");
     ms.assert_no_send_failures();
+}
+
+#[test]
+fn map_server_and_etr_on_one_node() {
+    let lab = Lab::new();
+    let roles = format!(
+        "{MS_ROLES}{}",
+        etr_roles("127.0.0.111", 4342, "site-a-secret", "10.1.11.0/24", "127.0.0.111", "192.0.2.11")
+    );
+    let node = lab.start("node", &["127.0.0.111"], &roles);
+    node.wait_for("database", "registration acknowledged", acknowledged);
+
+    // The registration is the node's own: answered at once, authoritatively, not forwarded
+    // to its own address (which sent the request back to the Map-Server, over and over).
+    let lig = loci_json(&["lig", "10.1.11.1", "--mr", "127.0.0.111"]);
+    assert_eq!(lig["from"], "127.0.0.111:4342", "{lig}");
+    assert_eq!(lig["records"][0]["authoritative"], true, "{lig}");
+    assert_eq!(locators(&lig["records"][0]["locators"]), expected_locators("127.0.0.111", "192.0.2.11"));
+    let stats = node.show("stats");
+    assert_eq!(counter(&stats, &["forwarded_requests"]), 0, "{stats}");
+    assert_eq!(counter(&stats, &["received", "Encapsulated-Control-Message"]), 1, "{stats}");
 }
