@@ -199,11 +199,8 @@ fn mapping_system_end_to_end() {
 fn proxy_reply_site() {
     let lab = Lab::new();
     let ms = lab.start("ms", &["127.0.0.103"], MS_ROLES);
-    let etr = lab.start(
-        "etr",
-        &["127.0.0.104"],
-        &etr_roles("127.0.0.103", 4342, "site-b-secret", "10.2.5.0/24", "127.0.0.104", "192.0.2.8"),
-    );
+    let etr_config = etr_roles("127.0.0.103", 4342, "site-b-secret", "10.2.5.0/24", "127.0.0.104", "192.0.2.8");
+    let mut etr = lab.start("etr", &["127.0.0.104"], &etr_config);
     ms.wait_for("registrations", "10.2.5.0/24 registered", |v| registration(v, "10.2.5.0/24").is_some());
 
     // site-b is answered by the Map-Server itself: not authoritative, the ETR's RLOCs.
@@ -216,6 +213,14 @@ fn proxy_reply_site() {
     assert_eq!(counter(&stats, &["proxy_replies"]), 1, "{stats}");
     assert_eq!(counter(&stats, &["forwarded_requests"]), 0, "{stats}");
     assert_eq!(counter(&etr.show("stats"), &["received", "Map-Request"]), 0, "the ETR was not asked");
+
+    // A restarted ETR registers again: its nonces go on increasing, so none is a replay.
+    assert!(etr.stop().success());
+    let etr = lab.start("etr", &["127.0.0.104"], &etr_config);
+    etr.wait_for("database", "registration acknowledged after the restart", acknowledged);
+    let stats = ms.show("stats");
+    assert_eq!(counter(&stats, &["received", "Map-Register"]), 2, "{stats}");
+    assert_eq!(stats["drops"], json!({}), "{stats}");
 }
 
 #[test]
