@@ -10,6 +10,7 @@
 //! the generator's own ceiling, printed next to the real figures.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +26,8 @@ use loci_wire::{Action, Address, Locator, MapRecord, Wire};
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
+
+use crate::mmsg;
 
 /// Options every mode shares.
 #[derive(clap::Args, Debug, Clone)]
@@ -672,72 +675,62 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
         // Connecting picks the source address that routes to the target (and filters
         // strays); answers come from the port we sent to.
         s.connect(target).with_context(|| format!("no route to {target}"))?;
+        // Answers to a whole window must fit while we are busy sending.
+        let _ = socket2::SockRef::from(&s).set_recv_buffer_size(4 << 20);
         poll.registry().register(&mut s, Token(i), Interest::READABLE)?;
         let local = s.local_addr()?;
         sockets.push((s, local));
     }
     let total = work.messages(limits.count);
-    let base: u64 = rand::thread_rng().gen_range(1..1 << 62);
-    let mut ring = vec![UNUSED; RING];
-    let mut report = Report::default();
-    let mut latencies: Vec<u32> = Vec::with_capacity(total.min(10_000_000) as usize);
+    let mut run = Flight {
+        base: rand::thread_rng().gen_range(1..1 << 62),
+        ring: vec![UNUSED; RING],
+        sent: 0,
+        oldest: 0,
+        in_flight: 0,
+        report: Report::default(),
+        latencies: Vec::with_capacity(total.min(10_000_000) as usize),
+        last_answer: 0,
+    };
     let mut events = Events::with_capacity(256);
-    let mut buf = vec![0u8; 65536];
-    let mut msg = Vec::with_capacity(1500);
-    let (mut sent, mut oldest, mut in_flight) = (0u64, 0u64, 0usize);
+    let mut batch = mmsg::RecvBatch::new(2048);
+    let mut msgs: Vec<Vec<u8>> = (0..mmsg::BATCH).map(|_| Vec::with_capacity(1500)).collect();
     let start = Instant::now();
     let ns = |t: Instant| t.duration_since(start).as_nanos() as u64;
     let (timeout_ns, duration_ns) = (limits.timeout.as_nanos() as u64, limits.duration.as_nanos() as u64);
-    let (mut last_send, mut last_answer) = (0u64, 0u64);
-    loop {
+    let mut last_send = 0u64;
+    for turn in 0usize.. {
         let now = ns(Instant::now());
-        let sending = sent < total && now < duration_ns;
-        if !sending && sent < total {
-            report.stopped_by_duration = true;
+        let sending = run.sent < total && now < duration_ns;
+        if !sending && run.sent < total {
+            run.report.stopped_by_duration = true;
         }
-        // Send what the window, the pace and the ring allow.
-        let mut paced_wait = None;
-        let mut burst = 0;
-        while sent < total && sending && burst < 64 && in_flight < limits.window && sent - oldest < RING as u64 {
-            let due = (sent as f64 * limits.interval_ns) as u64;
+        // Send, from one socket per turn, what the window, the pace and the ring allow.
+        let (first, mut n, mut paced_wait) = (run.sent, 0, None);
+        let i = turn % sockets.len();
+        while sending && n < mmsg::BATCH && first + (n as u64) < total && run.may_send(limits.window) {
+            let seq = first + n as u64;
+            let due = (seq as f64 * limits.interval_ns) as u64;
             if due > now {
                 paced_wait = Some(due - now);
                 break;
             }
-            let i = (sent % sockets.len() as u64) as usize;
-            let (socket, local) = &sockets[i];
-            work.encode(sent, base.wrapping_add(sent), i, *local, &mut msg);
-            match socket.send(&msg) {
-                Ok(_) => {}
-                // A full socket buffer: try again on the next turn.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => report.send_errors += 1,
-            }
-            ring[(sent & RING_MASK) as usize] = now;
-            sent += 1;
-            in_flight += 1;
-            burst += 1;
+            work.encode(seq, run.base.wrapping_add(seq), i, sockets[i].1, &mut msgs[n]);
+            run.launch(now);
+            n += 1;
+        }
+        if n > 0 {
+            let batch: Vec<(SocketAddr, &[u8])> = msgs[..n].iter().map(|m| (target, m.as_slice())).collect();
+            mmsg::send_batch(sockets[i].0.as_fd(), &batch, |k, _| run.fail(first + k as u64));
             last_send = now;
         }
-        // Retire what timed out, oldest first, so the window and the ring move on.
-        while oldest < sent {
-            let slot = &mut ring[(oldest & RING_MASK) as usize];
-            if *slot != UNUSED {
-                if now.saturating_sub(*slot) < timeout_ns {
-                    break;
-                }
-                *slot = UNUSED;
-                report.lost += 1;
-                in_flight -= 1;
-            }
-            oldest += 1;
-        }
-        if !sending && in_flight == 0 {
+        run.retire(now, timeout_ns);
+        if !sending && run.in_flight == 0 {
             break;
         }
         // Wait for answers: not at all while there is more to send now, else until the next
         // send is due (sub-millisecond waits spin: the poller counts in milliseconds).
-        let can_send_now = sending && in_flight < limits.window && paced_wait.is_none();
+        let can_send_now = sending && run.may_send(limits.window) && paced_wait.is_none();
         let wait = match paced_wait {
             _ if can_send_now => Duration::ZERO,
             Some(w) if w < 1_000_000 => Duration::ZERO,
@@ -746,45 +739,109 @@ fn generate(target: SocketAddr, limits: &Bounds, work: &mut dyn Workload) -> any
         };
         poll.poll(&mut events, Some(wait)).context("poll failed")?;
         for ev in events.iter() {
-            let (socket, _) = &sockets[ev.token().0];
+            // Drain the socket (the poller reports edges). An error is reported once and
+            // cleared, such as ICMP port unreachable when nothing listens: those messages time
+            // out. A few in a row end the turn.
+            let mut errors = 0;
             loop {
-                let n = match socket.recv(&mut buf) {
-                    Ok(n) => n,
+                match batch.recv(sockets[ev.token().0].0.as_fd()) {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        let at = ns(Instant::now());
+                        for (_, d) in batch.iter() {
+                            run.answer(d, at);
+                        }
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    // ICMP errors (nothing listening) surface here; the message will time out.
-                    Err(_) => break,
-                };
-                let at = ns(Instant::now());
-                let Some((nonce, kind)) = answer_of(&buf[..n]) else {
-                    report.unmatched += 1;
-                    continue;
-                };
-                let seq = nonce.wrapping_sub(base);
-                let slot = (seq & RING_MASK) as usize;
-                if seq < oldest || seq >= sent || ring[slot] == UNUSED {
-                    report.unmatched += 1;
-                    continue;
-                }
-                latencies.push(at.saturating_sub(ring[slot]).min(u64::from(u32::MAX)) as u32);
-                ring[slot] = UNUSED;
-                in_flight -= 1;
-                report.answered += 1;
-                last_answer = at;
-                match kind {
-                    Kind::Positive => report.positive += 1,
-                    Kind::Negative => report.negative += 1,
-                    Kind::Notify => report.notify += 1,
-                    Kind::Echo => report.echo += 1,
+                    Err(_) if errors < 8 => errors += 1,
+                    Err(e) => return Err(e).context("cannot receive"),
                 }
             }
         }
     }
-    report.sent = sent;
+    let mut report = run.report;
+    report.sent = run.sent;
     report.send_time = Duration::from_nanos(last_send);
-    report.elapsed = Duration::from_nanos(if report.answered > 0 { last_answer } else { ns(Instant::now()) });
-    latencies.sort_unstable();
-    report.latencies = latencies;
+    report.elapsed = Duration::from_nanos(if report.answered > 0 { run.last_answer } else { ns(Instant::now()) });
+    run.latencies.sort_unstable();
+    report.latencies = run.latencies;
     Ok(report)
+}
+
+/// The messages of a run in flight: send times in a ring indexed by sequence number (the nonce
+/// less `base`), the oldest that may still be unanswered, and the counts.
+struct Flight {
+    base: u64,
+    ring: Vec<u64>,
+    sent: u64,
+    /// Every message before this one is answered, lost or failed.
+    oldest: u64,
+    in_flight: usize,
+    report: Report,
+    latencies: Vec<u32>,
+    last_answer: u64,
+}
+
+impl Flight {
+    /// Whether the window and the ring have room for one more.
+    fn may_send(&self, window: usize) -> bool {
+        self.in_flight < window && self.sent - self.oldest < RING as u64
+    }
+
+    /// Records message `sent` as sent at `now`.
+    fn launch(&mut self, now: u64) {
+        self.ring[(self.sent & RING_MASK) as usize] = now;
+        self.sent += 1;
+        self.in_flight += 1;
+    }
+
+    /// Message `seq` could not be sent.
+    fn fail(&mut self, seq: u64) {
+        self.ring[(seq & RING_MASK) as usize] = UNUSED;
+        self.in_flight -= 1;
+        self.report.send_errors += 1;
+    }
+
+    /// Retires what timed out, oldest first, so the window and the ring move on.
+    fn retire(&mut self, now: u64, timeout_ns: u64) {
+        while self.oldest < self.sent {
+            let slot = &mut self.ring[(self.oldest & RING_MASK) as usize];
+            if *slot != UNUSED {
+                if now.saturating_sub(*slot) < timeout_ns {
+                    break;
+                }
+                *slot = UNUSED;
+                self.report.lost += 1;
+                self.in_flight -= 1;
+            }
+            self.oldest += 1;
+        }
+    }
+
+    /// Matches an answer that arrived at `at` to its message.
+    fn answer(&mut self, d: &[u8], at: u64) {
+        let Some((nonce, kind)) = answer_of(d) else {
+            self.report.unmatched += 1;
+            return;
+        };
+        let seq = nonce.wrapping_sub(self.base);
+        let slot = (seq & RING_MASK) as usize;
+        if seq < self.oldest || seq >= self.sent || self.ring[slot] == UNUSED {
+            self.report.unmatched += 1;
+            return;
+        }
+        self.latencies.push(at.saturating_sub(self.ring[slot]).min(u64::from(u32::MAX)) as u32);
+        self.ring[slot] = UNUSED;
+        self.in_flight -= 1;
+        self.report.answered += 1;
+        self.last_answer = at;
+        match kind {
+            Kind::Positive => self.report.positive += 1,
+            Kind::Negative => self.report.negative += 1,
+            Kind::Notify => self.report.notify += 1,
+            Kind::Echo => self.report.echo += 1,
+        }
+    }
 }
 
 /// Where the sockets bind. With a fixed answer port each socket needs its own address: the

@@ -7,6 +7,7 @@ mod daemon;
 mod decode;
 mod demo;
 mod lig;
+mod mmsg;
 mod show;
 mod state;
 
