@@ -7,7 +7,12 @@
 
 pub mod config;
 pub mod eid;
+pub mod encap;
 pub mod etr;
+pub mod flow_cache;
+pub mod itr;
+pub mod locator;
+pub mod map_cache;
 pub mod map_resolver;
 pub mod map_server;
 pub mod mapping;

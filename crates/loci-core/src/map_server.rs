@@ -128,10 +128,14 @@ pub struct MapServer {
     request_limiter: KeyedLimiter<IpAddr>,
     reply_limiter: KeyedLimiter<(IpAddr, EidPrefix)>,
     subscriptions: Subscriptions,
+    /// The ETR on this same node, when there is one: it registers with us, and forwarding a
+    /// Map-Request to its address would send it back to this Map-Server, around and around.
+    local_etr: Option<Registrant>,
 }
 
 /// What a Map-Request for one EID resolves to at this Map-Server.
 enum Answer {
+    /// Answered here: by proxy, or for the ETR on this node.
     Proxy(MapRecord),
     Forward(IpAddr),
     Negative(Negative),
@@ -159,7 +163,14 @@ impl MapServer {
             request_limiter: KeyedLimiter::per_second(limits.map_requests_per_source, max_keys),
             reply_limiter: KeyedLimiter::one_per(limits.map_reply_repeat, max_keys),
             subscriptions: Subscriptions::new(config.max_subscriptions),
+            local_etr: None,
         }
+    }
+
+    /// Says that the ETR with this xTR-ID and Site-ID runs on the same node: Map-Requests for
+    /// what it registers are answered here, authoritatively, instead of being forwarded.
+    pub fn set_local_etr(&mut self, xtr_id: u128, site_id: u64) {
+        self.local_etr = Some(Registrant::XtrId(xtr_id, site_id));
     }
 
     pub fn sites(&self) -> &[Site] {
@@ -601,6 +612,9 @@ impl MapServer {
                 return Answer::Proxy(proxy_record(prefix, reg));
             }
             if let Some(x) = reg.latest() {
+                if Some(x.registrant) == self.local_etr {
+                    return Answer::Proxy(MapRecord { authoritative: true, ..proxy_record(prefix, reg) });
+                }
                 return Answer::Forward(x.source);
             }
         }
