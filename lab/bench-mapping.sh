@@ -88,6 +88,9 @@ if [ "${RT:-0}" = 1 ]; then
 fi
 load request-ecm request --to "$MS" --eids "$EIDS" --encapsulated --count $((EIDS * 4)) --duration "$DURATION" --window 512
 
+# The same work without sockets: what the Map-Server core costs apart from the kernel.
+"${prio[@]}" "$LOCI" bench core --count "$EIDS" --requests 1000000 --json >"$dir/core.json"
+
 python3 - "$dir" "$EIDS" "$rss0" "$rss1" "$(getconf CLK_TCK)" <<'PY'
 import json, os, sys
 d, eids, rss0, rss1, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
@@ -116,13 +119,17 @@ for name, title, echo, _ in rows:
     ratio = "-" if name.startswith("request-half") else f"{r['rate_per_s'] / echo['rate_per_s']:.2f}"
     print(f"{title:<34}{r['rate_per_s']:>11,.0f}{f(l['p50']):>9}{f(l['p99']):>9}{f(l['p99.9']):>9}{r['lost']:>7}"
           f"{ratio:>9}{cpu_us(name, r['answered'] + r['lost']):>12.2f}")
+core = j("core")
+print(f"{'core alone, no sockets':<34}{1e6 / core['map_register_us']:>11,.0f}{'':>41}{core['map_register_us']:>12.2f}  (Map-Register)")
+print(f"{'':<34}{1e6 / core['map_request_us']:>11,.0f}{'':>41}{core['map_request_us']:>12.2f}  (Map-Request)")
 print()
 reg = res["register"]
 regs = stats.get("registrations")
 per_eid = (rss1 - rss0) / eids
 print(f"registrations held: {regs:,} ({reg['map_notifies']:,} Map-Notify for {eids:,} EIDs, "
       f"{reg['positive_replies'] + reg['negative_replies']} other answers)")
-print(f"daemon RSS: {rss0 / 2**20:.1f} MiB before, {rss1 / 2**20:.1f} MiB after: {per_eid:.0f} bytes per EID")
+print(f"daemon RSS: {rss0 / 2**20:.1f} MiB before, {rss1 / 2**20:.1f} MiB after: {per_eid:.0f} bytes per EID "
+      f"(core alone: {core['rss_bytes_per_eid']:.0f})")
 state = os.path.join(d, "state", "nonces.json")
 if os.path.exists(state):
     print(f"nonce state file: {os.path.getsize(state):,} bytes (per registrant, not per EID; written at most once a second)")

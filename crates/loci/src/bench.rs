@@ -119,6 +119,18 @@ pub enum Mode {
         #[arg(long)]
         dir: std::path::PathBuf,
     },
+    /// Register and ask in this process, without sockets, with the bench configuration: what
+    /// the Map-Server core costs per message (and per EID, in RSS) apart from the kernel
+    Core {
+        /// EIDs to register (half IPv4 /32, half IPv6 /128)
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Map-Requests for random registered EIDs
+        #[arg(long, default_value_t = 1_000_000)]
+        requests: u64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Ring of send times: must hold every message sent within one --timeout at the highest rate.
@@ -136,6 +148,7 @@ pub fn run(mode: Mode) -> anyhow::Result<()> {
             print!("{}", config(&key, listen, port, &dir));
             return Ok(());
         }
+        Mode::Core { count, requests, json } => return core(count, requests, json),
         Mode::Register { common, key, key_id, algorithm, per_register } => {
             let algorithm = parse_algorithm(&algorithm)?;
             let reg = Register::new(&common, key.into_bytes(), key_id, algorithm, per_register)?;
@@ -234,6 +247,94 @@ eid-prefixes = [
     )
 }
 
+/// Messages handed to the core per timed round: encoded beforehand, so encoding is not timed.
+const CORE_CHUNK: u64 = 4096;
+
+/// [`Mode::Core`].
+fn core(count: u64, requests: u64, json: bool) -> anyhow::Result<()> {
+    if count == 0 || requests == 0 {
+        bail!("--count and --requests must be at least 1");
+    }
+    const KEY: &str = "bench-key";
+    let dir = std::path::Path::new("/nonexistent/loci-bench-core");
+    let cfg = crate::config::parse(&dir.join("bench.toml"), &config(KEY, IpAddr::V4(Ipv4Addr::LOCALHOST), 4342, dir))?;
+    let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 4342);
+    let remote = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2)), 4342);
+    let c = Common { count, ..Common::for_core() };
+    let mut node = loci_core::node::Node::new(cfg.core, 1, Instant::now());
+    let rss0 = rss()?;
+    let mut reg = Register::new(&c, KEY.as_bytes().to_vec(), 0, Algorithm::HmacSha256_128, 1)?;
+    let reg_time = time_core(&mut node, &mut reg, count, local, remote);
+    let rss1 = rss()?;
+    let mut req = Request::new(&c, count, false)?;
+    let req_time = time_core(&mut node, &mut req, requests, local, remote);
+    let held = node.map_server().map_or(0, |ms| ms.registrations().len());
+    if held as u64 != count {
+        bail!("the core holds {held} registrations after {count} Map-Registers");
+    }
+    let stats = node.stats();
+    if stats.proxy_replies != requests {
+        bail!("{} proxy replies to {requests} Map-Requests", stats.proxy_replies);
+    }
+    let (reg_us, req_us) =
+        (reg_time.as_secs_f64() * 1e6 / count as f64, req_time.as_secs_f64() * 1e6 / requests as f64);
+    let per_eid = rss1.saturating_sub(rss0) as f64 / count as f64;
+    if json {
+        let v = json!({
+            "registrations": held,
+            "map_register_us": reg_us,
+            "map_request_us": req_us,
+            "rss_bytes_per_eid": per_eid,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("Map-Server core, no sockets, {held} EIDs registered:");
+        println!("  Map-Register -> Map-Notify: {reg_us:.2} us ({:.0}/s on one core)", 1e6 / reg_us);
+        println!("  Map-Request -> Map-Reply:   {req_us:.2} us ({:.0}/s on one core)", 1e6 / req_us);
+        println!("  RSS: {per_eid:.0} bytes per EID");
+    }
+    Ok(())
+}
+
+/// Time the core takes to handle `n` messages of `work` (and to queue what it sends).
+fn time_core(
+    node: &mut loci_core::node::Node,
+    work: &mut dyn Workload,
+    n: u64,
+    local: SocketAddr,
+    remote: SocketAddr,
+) -> Duration {
+    let total = work.messages(n);
+    let mut spent = Duration::ZERO;
+    let mut msgs: Vec<Vec<u8>> = Vec::new();
+    for first in (0..total).step_by(CORE_CHUNK as usize) {
+        let last = (first + CORE_CHUNK).min(total);
+        msgs.resize_with((last - first) as usize, Vec::new);
+        for (seq, m) in (first..last).zip(msgs.iter_mut()) {
+            work.encode(seq, seq + 1, 0, remote, m);
+        }
+        let t = Instant::now();
+        for m in &msgs {
+            node.handle_datagram(t, local, remote, m);
+            while node.poll_transmit().is_some() {}
+            while node.poll_event().is_some() {}
+        }
+        spent += t.elapsed();
+    }
+    spent
+}
+
+/// This process's resident set, in bytes.
+fn rss() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").context("cannot read /proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .context("no VmRSS in /proc/self/status")?;
+    Ok(kb * 1024)
+}
+
 /// A TOML basic string.
 fn toml_string(s: &str) -> String {
     let mut out = String::from("\"");
@@ -299,6 +400,28 @@ fn check_eid_range(v4: Ipv4Addr, n: u64) -> anyhow::Result<()> {
         bail!("{n} EIDs from {v4} run past 255.255.255.255: use a lower --eid-base or a smaller count");
     }
     Ok(())
+}
+
+impl Common {
+    /// The defaults, for loads that do not come from the command line.
+    fn for_core() -> Common {
+        Common {
+            to: None,
+            port: 4342,
+            count: 1,
+            rate: 0.0,
+            duration: 60.0,
+            window: 256,
+            sockets: 1,
+            timeout: 1.0,
+            eid_base: Ipv4Addr::new(10, 0, 0, 0),
+            v6_base: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 0),
+            source: None,
+            lab: false,
+            baseline: false,
+            json: false,
+        }
+    }
 }
 
 /// Validated limits of one run.
@@ -930,22 +1053,7 @@ mod tests {
     use loci_wire::message::ControlMessage;
 
     fn common(count: u64) -> Common {
-        Common {
-            to: None,
-            port: 4342,
-            count,
-            rate: 0.0,
-            duration: 10.0,
-            window: 32,
-            sockets: 3,
-            timeout: 1.0,
-            eid_base: "10.0.0.0".parse().unwrap(),
-            v6_base: "2001:db8::".parse().unwrap(),
-            source: None,
-            lab: false,
-            baseline: false,
-            json: false,
-        }
+        Common { count, duration: 10.0, window: 32, sockets: 3, ..Common::for_core() }
     }
 
     #[test]
@@ -1159,6 +1267,13 @@ mod tests {
         let r = generate(echo.addr, &Bounds::check(&c).unwrap(), &mut req).unwrap();
         echo.stop();
         assert!(r.stopped_by_duration && r.sent <= 21, "{r:?}");
+    }
+
+    #[test]
+    fn the_core_alone_registers_and_answers_everything() {
+        // It checks its own results: every EID held, every request answered by proxy.
+        core(200, 300, true).unwrap();
+        assert!(core(0, 1, true).is_err());
     }
 
     #[test]
