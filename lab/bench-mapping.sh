@@ -14,7 +14,8 @@
 #   and the generator at that niceness, so that other work on a shared machine disturbs the
 #   figures less; needs root for negative values), RT=1 (also run the half-rate load with the
 #   daemon and the generator at SCHED_FIFO priority 10, to separate the software's latency from
-#   preemption by other work; both mostly sleep at that rate, so nothing else starves).
+#   preemption by other work; both mostly sleep at that rate, so nothing else starves; needs
+#   root).
 set -euo pipefail
 
 EIDS=${EIDS:-1000000}
