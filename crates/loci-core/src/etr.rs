@@ -14,7 +14,7 @@ use loci_wire::{Action, MapRecord, Wire};
 use rand::rngs::StdRng;
 
 use crate::config::{DatabaseMapping, EtrConfig, Limits, RegisterPeer};
-use crate::mapping::{eid_from_wire, eid_to_wire, reply_destination};
+use crate::mapping::{eid_from_wire, record, reply_destination};
 use crate::node::{Event, Io};
 use crate::prefix_table::PrefixTable;
 use crate::stats::Drop;
@@ -102,18 +102,7 @@ impl Etr {
         self.config
             .database
             .iter()
-            .map(|m| {
-                let (eid, eid_mask_len) = eid_to_wire(&m.prefix);
-                MapRecord {
-                    ttl: self.config.record_ttl,
-                    eid_mask_len,
-                    action: Action::NO_ACTION,
-                    authoritative: true,
-                    map_version: 0,
-                    eid,
-                    locators: m.locators.clone(),
-                }
-            })
+            .map(|m| record(&m.prefix, self.config.record_ttl, Action::NO_ACTION, true, m.locators.clone()))
             .collect()
     }
 
@@ -219,18 +208,7 @@ impl Etr {
             .iter()
             .filter_map(|r| eid_from_wire(&r.eid, r.eid_mask_len))
             .filter_map(|eid| self.database.longest_match(eid.iid, eid.net.network()))
-            .map(|(prefix, m)| {
-                let (eid, eid_mask_len) = eid_to_wire(&prefix);
-                MapRecord {
-                    ttl: self.config.record_ttl,
-                    eid_mask_len,
-                    action: Action::NO_ACTION,
-                    authoritative: true,
-                    map_version: 0,
-                    eid,
-                    locators: m.locators.clone(),
-                }
-            })
+            .map(|(prefix, m)| record(&prefix, self.config.record_ttl, Action::NO_ACTION, true, m.locators.clone()))
             .collect();
         if records.is_empty() {
             io.stats.drop(Drop::Unexpected);

@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use loci_wire::ecm::Ecm;
-use loci_wire::map_request::MapRequest;
-use loci_wire::{Address, Lcaf};
+use loci_wire::map_request::{EidRequest, MapRequest};
+use loci_wire::{Action, Address, Lcaf, Locator, MapRecord};
 
 use crate::eid::EidPrefix;
 
@@ -29,6 +29,32 @@ pub fn eid_to_wire(prefix: &EidPrefix) -> (Address, u8) {
     let addr = Address::from(prefix.net.network());
     let addr = if prefix.iid == 0 { addr } else { Address::from(Lcaf::instance_id(prefix.iid, addr)) };
     (addr, prefix.net.prefix_len())
+}
+
+/// An EID-record for `prefix` (map version 0).
+pub fn record(prefix: &EidPrefix, ttl: u32, action: Action, authoritative: bool, locators: Vec<Locator>) -> MapRecord {
+    let (eid, eid_mask_len) = eid_to_wire(prefix);
+    MapRecord { ttl, eid_mask_len, action, authoritative, map_version: 0, eid, locators }
+}
+
+/// A plain Map-Request for one EID prefix, as an ITR (or lig) sends it.
+pub fn map_request(nonce: u64, prefix: &EidPrefix, itr_rlocs: Vec<Address>) -> MapRequest {
+    let (eid, eid_mask_len) = eid_to_wire(prefix);
+    MapRequest {
+        authoritative: false,
+        probe: false,
+        smr: false,
+        pitr: false,
+        smr_invoked: false,
+        local_xtr: false,
+        dont_map_reply: false,
+        nonce,
+        source_eid: Address::None,
+        itr_rlocs,
+        records: vec![EidRequest { notify: false, eid_mask_len, eid }],
+        map_reply: None,
+        xtr_id: None,
+    }
 }
 
 /// Where the answer to a Map-Request goes: the first ITR-RLOC of the same family as the

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use loci_wire::auth::{self, MacLength, SendPolicy};
 use loci_wire::map_notify::MapNotify;
 use loci_wire::map_register::XtrId;
-use loci_wire::{MapRecord, Wire};
+use loci_wire::{Action, MapRecord, Wire};
+
+use crate::mapping::record;
 
 use crate::config::PubSubPolicy;
 use crate::eid::EidPrefix;
@@ -238,16 +240,7 @@ impl Subscriptions {
             self.by_nonce.remove(&nonce);
             tracing::info!(%prefix, xtr = format!("{xtr:032x}"), "subscriber never acknowledged; subscription removed");
             if let Some(policy) = key_of(&prefix) {
-                let (eid, eid_mask_len) = crate::mapping::eid_to_wire(&prefix);
-                let record = MapRecord {
-                    ttl: 0,
-                    eid_mask_len,
-                    action: loci_wire::Action::DROP_AUTH_FAILURE,
-                    authoritative: false,
-                    map_version: 0,
-                    eid,
-                    locators: Vec::new(),
-                };
+                let record = record(&prefix, 0, Action::DROP_AUTH_FAILURE, false, Vec::new());
                 if let Some(bytes) = signed_notify(nonce, record, &policy) {
                     io.send("Map-Notify", None, dst, bytes);
                 }

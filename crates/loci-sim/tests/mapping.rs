@@ -4,14 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use loci_core::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
+use loci_core::mapping::{eid_from_wire, encapsulate_request, map_request};
 use loci_core::stats::Drop;
 use loci_sim::scenario::{etr, ip, map_server, prefix, rloc, site};
 use loci_sim::{Id, Sim};
 use loci_wire::map_notify::MapNotify;
 use loci_wire::map_register::XtrId;
 use loci_wire::map_reply::MapReply;
-use loci_wire::map_request::{EidRequest, MapRequest};
+use loci_wire::map_request::MapRequest;
 use loci_wire::message::ControlMessage;
 use loci_wire::{Action, Address, Wire};
 
@@ -45,23 +45,7 @@ fn world(seed: u64, proxy: bool) -> World {
 }
 
 fn request(eid: &str, nonce: u64) -> MapRequest {
-    let p = prefix(eid);
-    let (eid, eid_mask_len) = eid_to_wire(&p);
-    MapRequest {
-        authoritative: false,
-        probe: false,
-        smr: false,
-        pitr: false,
-        smr_invoked: false,
-        local_xtr: false,
-        dont_map_reply: false,
-        nonce,
-        source_eid: Address::None,
-        itr_rlocs: vec![Address::from(ip("198.51.100.1"))],
-        records: vec![EidRequest { notify: false, eid_mask_len, eid }],
-        map_reply: None,
-        xtr_id: None,
-    }
+    map_request(nonce, &prefix(eid), vec![Address::from(ip("198.51.100.1"))])
 }
 
 /// Sends an encapsulated Map-Request from the ITR endpoint to the Map-Resolver.

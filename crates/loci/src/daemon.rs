@@ -19,9 +19,37 @@ use crate::{api, state};
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
 
+/// One bound control address: the async socket the receive task waits on, and a clone of it
+/// that sends. Sending goes through the clone because tokio's `try_send_to` reports
+/// `WouldBlock` until its reactor has seen the socket writable, which loses a datagram sent
+/// right after binding (the ETR's first Map-Register); a plain non-blocking send only fails
+/// when the socket buffer is full.
+pub struct ControlSocket {
+    pub local: SocketAddr,
+    pub recv: Arc<UdpSocket>,
+    send: std::net::UdpSocket,
+}
+
+impl ControlSocket {
+    /// Binds `addr`. IPv6 sockets are IPv6-only, so `0.0.0.0` and `::` can share the port
+    /// (Linux makes `::` dual-stack by default, and then the second bind fails).
+    fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+        let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        let s: std::net::UdpSocket = s.into();
+        let send = s.try_clone()?;
+        let recv = Arc::new(UdpSocket::from_std(s)?);
+        Ok(ControlSocket { local: recv.local_addr()?, recv, send })
+    }
+}
+
 pub struct Shared {
     pub node: Mutex<Node>,
-    pub sockets: Vec<Arc<UdpSocket>>,
+    pub sockets: Vec<ControlSocket>,
     /// Woken when the node may want its timer earlier.
     pub timer: Notify,
     pub started: Instant,
@@ -32,13 +60,14 @@ impl Shared {
     /// the first of the destination's family).
     fn flush(&self, node: &mut Node) {
         while let Some(t) = node.poll_transmit() {
-            let socket =
-                self.sockets.iter().find(|s| s.local_addr().is_ok_and(|a| Some(a.ip()) == t.src)).or_else(|| {
-                    self.sockets.iter().find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == t.dst.is_ipv4()))
-                });
+            let socket = self
+                .sockets
+                .iter()
+                .find(|s| Some(s.local.ip()) == t.src)
+                .or_else(|| self.sockets.iter().find(|s| s.local.is_ipv4() == t.dst.is_ipv4()));
             match socket {
                 Some(s) => {
-                    if let Err(e) = s.try_send_to(&t.data, t.dst) {
+                    if let Err(e) = s.send.send_to(&t.data, t.dst) {
                         tracing::debug!(dst = %t.dst, error = %e, "send failed");
                     }
                 }
@@ -60,16 +89,15 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let mut sockets = Vec::new();
     for ip in &cfg.node.listen {
         let addr = SocketAddr::new(*ip, cfg.node.control_port);
-        let s = UdpSocket::bind(addr).await.with_context(|| format!("cannot bind UDP {addr}"))?;
-        sockets.push(Arc::new(s));
+        sockets.push(ControlSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?);
     }
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
     let shared = Arc::new(Shared { node: Mutex::new(node), sockets, timer: Notify::new(), started: Instant::now() });
     tracing::info!(name = %cfg.node.name, listen = ?cfg.node.listen, port = cfg.node.control_port, "loci running");
 
-    for socket in shared.sockets.clone() {
-        tokio::spawn(receive(shared.clone(), socket));
+    for socket in &shared.sockets {
+        tokio::spawn(receive(shared.clone(), socket.recv.clone(), socket.local));
     }
     tokio::spawn(timers(shared.clone()));
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
@@ -90,11 +118,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
-    let local = match socket.local_addr() {
-        Ok(a) => a,
-        Err(_) => return,
-    };
+async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         if socket.readable().await.is_err() {

@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use loci_core::eid::EidPrefix;
-use loci_core::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
-use loci_wire::map_request::{EidRequest, MapRequest};
+use loci_core::mapping::{eid_from_wire, encapsulate_request, map_request};
 use loci_wire::message::ControlMessage;
 use loci_wire::{Address, MapRecord, Wire};
 use serde_json::{json, Value};
@@ -35,22 +34,7 @@ pub async fn query(server: SocketAddr, eid: EidPrefix, encapsulate: bool, timeou
     let socket = UdpSocket::bind(SocketAddr::new(probe.local_addr()?.ip(), 0)).await?;
     let local = socket.local_addr()?;
     let nonce: u64 = rand::random();
-    let (addr, eid_mask_len) = eid_to_wire(&eid);
-    let req = MapRequest {
-        authoritative: false,
-        probe: false,
-        smr: false,
-        pitr: false,
-        smr_invoked: false,
-        local_xtr: false,
-        dont_map_reply: false,
-        nonce,
-        source_eid: Address::None,
-        itr_rlocs: vec![Address::from(local.ip())],
-        records: vec![EidRequest { notify: false, eid_mask_len, eid: addr }],
-        map_reply: None,
-        xtr_id: None,
-    };
+    let req = map_request(nonce, &eid, vec![Address::from(local.ip())]);
     let bytes =
         if encapsulate { encapsulate_request(local.ip(), local.port(), &req).to_bytes() } else { req.to_bytes() };
     let start = Instant::now();

@@ -10,9 +10,8 @@ mod resolve;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use loci_core::mapping::{eid_to_wire, encapsulate_request};
+use loci_core::mapping::{encapsulate_request, map_request};
 use loci_sim::{Id, Sim};
-use loci_wire::map_request::{EidRequest, MapRequest};
 use loci_wire::{Address, Wire};
 
 pub use ladder::{ladder, Step};
@@ -42,24 +41,8 @@ const ITR_PORT: u16 = 61001;
 
 /// Sends an Encapsulated Map-Request for `eid` from `itr` (an endpoint) to the resolver.
 pub fn ask(sim: &mut Sim, itr: Id, resolver: IpAddr, eid: &str, nonce: u64) {
-    let prefix = loci_sim::scenario::prefix(eid);
-    let (addr, eid_mask_len) = eid_to_wire(&prefix);
     let itr_ip = sim.addrs(itr)[0];
-    let req = MapRequest {
-        authoritative: false,
-        probe: false,
-        smr: false,
-        pitr: false,
-        smr_invoked: false,
-        local_xtr: false,
-        dont_map_reply: false,
-        nonce,
-        source_eid: Address::None,
-        itr_rlocs: vec![Address::from(itr_ip)],
-        records: vec![EidRequest { notify: false, eid_mask_len, eid: addr }],
-        map_reply: None,
-        xtr_id: None,
-    };
+    let req = map_request(nonce, &loci_sim::scenario::prefix(eid), vec![Address::from(itr_ip)]);
     let ecm = encapsulate_request(itr_ip, ITR_PORT, &req);
     sim.send(itr, SocketAddr::new(itr_ip, ITR_PORT), SocketAddr::new(resolver, 4342), ecm.to_bytes());
 }
