@@ -18,6 +18,7 @@ pub struct NodeConfig {
     pub map_server: Option<MapServerConfig>,
     pub map_resolver: Option<MapResolverConfig>,
     pub etr: Option<EtrConfig>,
+    pub itr: Option<crate::itr::ItrConfig>,
     pub limits: Limits,
 }
 

@@ -16,6 +16,7 @@ use rand::{RngCore, SeedableRng};
 use crate::config::NodeConfig;
 use crate::eid::EidPrefix;
 use crate::etr::Etr;
+use crate::itr::Itr;
 use crate::map_resolver::MapResolver;
 use crate::map_server::MapServer;
 use crate::stats::{Drop, Stats};
@@ -102,6 +103,7 @@ pub struct Node {
     ms: Option<MapServer>,
     mr: Option<MapResolver>,
     etr: Option<Etr>,
+    itr: Option<Itr>,
     rng: StdRng,
     io: Io,
 }
@@ -115,6 +117,7 @@ impl Node {
             ms: config.map_server.map(|c| MapServer::new(c, &limits)),
             mr: config.map_resolver.map(|c| MapResolver::new(c, &limits)),
             etr: config.etr.map(|c| Etr::new(c, &limits, now)),
+            itr: config.itr.map(|c| Itr::new(c, now)),
             rng: StdRng::seed_from_u64(seed),
             io: Io::default(),
         }
@@ -134,6 +137,10 @@ impl Node {
             },
             message_type::MAP_NOTIFY_ACK => match &mut self.ms {
                 Some(ms) => ms.handle_notify_ack(now, remote, data, io),
+                None => io.stats.drop(Drop::Unexpected),
+            },
+            message_type::MAP_REPLY => match &mut self.itr {
+                Some(itr) => itr.handle_map_reply(now, remote, data, io),
                 None => io.stats.drop(Drop::Unexpected),
             },
             message_type::MAP_NOTIFY => match &mut self.etr {
@@ -175,6 +182,14 @@ impl Node {
         }
     }
 
+    /// The data plane found no usable mapping for `dst` in instance `iid` (ITR role).
+    pub fn handle_miss(&mut self, now: Instant, iid: u32, dst: IpAddr, src: IpAddr) {
+        match &mut self.itr {
+            Some(itr) => itr.handle_miss(now, iid, dst, src, &mut self.rng, &mut self.io),
+            None => self.io.stats.drop(Drop::Unexpected),
+        }
+    }
+
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(ms) = &mut self.ms {
@@ -183,13 +198,17 @@ impl Node {
         if let Some(etr) = &mut self.etr {
             etr.handle_timeout(now, &mut self.rng, &mut self.io);
         }
+        if let Some(itr) = &mut self.itr {
+            itr.handle_timeout(now, &mut self.rng, &mut self.io);
+        }
     }
 
     /// When `handle_timeout` should next be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let ms = self.ms.as_ref().and_then(|m| m.poll_timeout());
         let etr = self.etr.as_ref().and_then(|e| e.poll_timeout());
-        [ms, etr].into_iter().flatten().min()
+        let itr = self.itr.as_ref().and_then(|i| i.poll_timeout());
+        [ms, etr, itr].into_iter().flatten().min()
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -214,6 +233,10 @@ impl Node {
 
     pub fn etr(&self) -> Option<&Etr> {
         self.etr.as_ref()
+    }
+
+    pub fn itr(&self) -> Option<&Itr> {
+        self.itr.as_ref()
     }
 
     /// A fresh random 64-bit nonce.

@@ -64,6 +64,7 @@ pub fn map_server(name: &str, sites: Vec<SiteConfig>) -> NodeConfig {
         map_server: Some(MapServerConfig { sites, ..Default::default() }),
         map_resolver: Some(MapResolverConfig::default()),
         etr: None,
+        itr: None,
         limits: Limits::default(),
     }
 }
@@ -92,6 +93,7 @@ pub fn etr(name: &str, ms: &str, key: &[u8], database: Vec<(&str, Vec<Locator>)>
             record_ttl: 1440,
             first_nonce: 0,
         }),
+        itr: None,
         limits: Limits::default(),
     }
 }

@@ -365,6 +365,7 @@ fn resolver(name: &str, ms: &str, prefixes: &[&str]) -> loci_core::config::NodeC
             }],
         }),
         etr: None,
+        itr: None,
         limits: Default::default(),
     }
 }

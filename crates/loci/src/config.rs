@@ -557,7 +557,7 @@ impl Ctx<'_> {
             }
             None => (None, Vec::new(), BTreeMap::new()),
         };
-        let core = NodeConfig { name: node.name.clone(), map_server, map_resolver, etr, limits };
+        let core = NodeConfig { name: node.name.clone(), map_server, map_resolver, etr, itr: None, limits };
         Ok(DaemonConfig { node, core, map_resolvers, tun_devices })
     }
 
