@@ -48,6 +48,10 @@ pub struct Instance {
     pub tun: String,
     /// Destinations the ITR serves: routed into the TUN device when the data plane starts.
     pub routes: Vec<IpNet>,
+    /// Routing table for `routes` (the main table when `None`). With `ip rule`s that send the
+    /// site's traffic and the TUN's own (`iif`) to it, instances with overlapping EIDs stay
+    /// apart on one host.
+    pub table: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,7 +148,7 @@ impl DataPlane {
         // Routes only once every device exists, so a failure leaves no half-routed instance.
         for (inst, _) in &devices {
             for r in &inst.routes {
-                tun::add_route(&inst.tun, r)?;
+                tun::add_route(&inst.tun, r, inst.table)?;
             }
         }
         let mut dp = DataPlane {

@@ -16,11 +16,13 @@ pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, Error> {
     Ok(dev)
 }
 
-/// Routes `route` into the TUN device `tun` (replacing a route to the same prefix).
-pub fn add_route(tun: &str, route: &IpNet) -> Result<(), Error> {
+/// Routes `route` into the TUN device `tun` (replacing a route to the same prefix), in `table`
+/// or the main table.
+pub fn add_route(tun: &str, route: &IpNet, table: Option<u32>) -> Result<(), Error> {
     let family = if matches!(route, IpNet::V4(_)) { "-4" } else { "-6" };
+    let table = table.map_or("main".to_string(), |t| t.to_string());
     let out = Command::new("ip")
-        .args([family, "route", "replace", &route.to_string(), "dev", tun])
+        .args([family, "route", "replace", &route.to_string(), "dev", tun, "table", &table])
         .output()
         .map_err(|e| Error::Route { route: *route, tun: tun.into(), reason: format!("cannot run `ip`: {e}") })?;
     if !out.status.success() {

@@ -14,7 +14,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, state};
+use crate::{api, state, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -53,12 +53,14 @@ pub struct Shared {
     /// Woken when the node may want its timer earlier.
     pub timer: Notify,
     pub started: Instant,
+    /// The xTR data plane, when one runs (taken out to stop it).
+    pub data_plane: Mutex<Option<loci_dataplane::DataPlane>>,
 }
 
 impl Shared {
     /// Sends everything the node has queued, from the socket bound to the requested source (or
     /// the first of the destination's family).
-    fn flush(&self, node: &mut Node) {
+    pub fn flush(&self, node: &mut Node) {
         while let Some(t) = node.poll_transmit() {
             let socket = self
                 .sockets
@@ -93,13 +95,29 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
-    let shared = Arc::new(Shared { node: Mutex::new(node), sockets, timer: Notify::new(), started: Instant::now() });
+    let (data_plane, misses) = match &cfg.data_plane {
+        Some(dp) => {
+            let (dp, rx) = xtr::start(dp, &node)?;
+            (Some(dp), Some(rx))
+        }
+        None => (None, None),
+    };
+    let shared = Arc::new(Shared {
+        node: Mutex::new(node),
+        sockets,
+        timer: Notify::new(),
+        started: Instant::now(),
+        data_plane: Mutex::new(data_plane),
+    });
     tracing::info!(name = %cfg.node.name, listen = ?cfg.node.listen, port = cfg.node.control_port, "loci running");
 
     for socket in &shared.sockets {
         tokio::spawn(receive(shared.clone(), socket.recv.clone(), socket.local));
     }
     tokio::spawn(timers(shared.clone()));
+    if let Some(rx) = misses {
+        tokio::spawn(xtr::misses(shared.clone(), rx));
+    }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
 
@@ -115,6 +133,10 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     };
     state::save(&cfg.node.state_dir, &snapshot)?;
     let _ = std::fs::remove_file(&cfg.node.api_socket);
+    let dp = shared.data_plane.lock().ok().and_then(|mut d| d.take());
+    if let Some(dp) = dp {
+        dp.stop();
+    }
     Ok(())
 }
 

@@ -8,6 +8,7 @@ mod demo;
 mod lig;
 mod show;
 mod state;
+mod xtr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
