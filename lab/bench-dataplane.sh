@@ -166,6 +166,14 @@ start "${P}ul" ms
 sleep 0.3
 start "${P}xa" xa
 start "${P}xb" xb
+# Traffic before both sites registered would get (and cache) a negative Map-Reply.
+regs=0
+for _ in $(seq 1 50); do
+  regs=$(x "${P}ul" "$LOCI" show registrations --socket "$DIR/ms.sock" --json 2>/dev/null | grep -c '"prefix"' || true)
+  [ "$regs" -ge 4 ] && break
+  sleep 0.2
+done
+[ "$regs" -ge 4 ] || { echo "the xTRs did not register; logs:" >&2; tail -n 20 "$DIR"/*.log >&2; exit 1; }
 ok=""
 for _ in $(seq 1 50); do
   if x "${P}ha" ping -q -c 1 -W 0.2 "$DST" >/dev/null 2>&1; then ok=1; break; fi

@@ -45,7 +45,7 @@ enum Command {
         /// Read the API socket path from this configuration
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Only this instance ID (registrations)
+        /// Only this instance ID (registrations, map-cache)
         #[arg(long)]
         iid: Option<u32>,
         /// Only registrations inside this prefix
@@ -121,6 +121,7 @@ enum ShowWhat {
     Registrations,
     Subscriptions,
     Database,
+    MapCache,
     Stats,
 }
 
@@ -175,6 +176,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 ShowWhat::Subscriptions => "/subscriptions".into(),
                 ShowWhat::Database => "/database".into(),
+                ShowWhat::MapCache => match iid {
+                    Some(i) => format!("/map-cache?iid={i}"),
+                    None => "/map-cache".into(),
+                },
                 ShowWhat::Stats => "/stats".into(),
             };
             let v = runtime()?.block_on(api::get(&socket, &path))?;
@@ -188,6 +193,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ShowWhat::Registrations => show::registrations(&v),
                         ShowWhat::Subscriptions => show::subscriptions(&v),
                         ShowWhat::Database => show::database(&v),
+                        ShowWhat::MapCache => show::map_cache(&v),
                         ShowWhat::Stats => show::stats(&v),
                     }
                 );
