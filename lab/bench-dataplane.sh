@@ -44,6 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 x() { local n=$1; shift; ip netns exec "$n" "$@"; }
+# In the background, as the process itself (not a subshell), so that kill reaches it.
+bg() { local n=$1; shift; exec ip netns exec "$n" "$@"; }
 
 # Addresses. EIDs: site A 10.1.1.0/24 + 2001:db8:a::/64, site B 10.2.2.0/24 + 2001:db8:b::/64.
 # RLOCs: A 192.0.2.1 / 2001:db8:1::1, B 198.51.100.1 / 2001:db8:2::1; MS 203.0.113.10.
@@ -80,22 +82,26 @@ x "${P}xb" ip route add default via 198.51.100.254; x "${P}xb" ip -6 route add d
 if [ "$EID" = 4 ]; then DST=10.2.2.2; else DST=2001:db8:b::2; fi
 
 tcp() { # label: one iperf3 TCP run host-A -> host-B, prints Gbit/s
-  x "${P}hb" iperf3 -s -1 -p 5201 >/dev/null 2>&1 &
+  (bg "${P}hb" iperf3 -s -1 -p 5201 >/dev/null 2>&1) &
   local srv=$!
+  PIDS+=($srv)
   sleep 0.3
   local out
   out=$(x "${P}ha" timeout $((SECS + 10)) iperf3 -c "$DST" -p 5201 -t "$SECS" -J 2>/dev/null || true)
+  kill $srv 2>/dev/null || true
   wait $srv 2>/dev/null || true
   echo "$out" | awk -F'[:,]' '/"sum_received"/{f=1} f&&/"bits_per_second"/{printf "%.2f\n", $2/1e9; exit}'
 }
 
 udp() { # offered pps -> "delivered_pps lost_pct"
   local rate=$(( $1 * 64 * 8 ))
-  x "${P}hb" iperf3 -s -1 -p 5202 >/dev/null 2>&1 &
+  (bg "${P}hb" iperf3 -s -1 -p 5202 >/dev/null 2>&1) &
   local srv=$!
+  PIDS+=($srv)
   sleep 0.3
   local out
   out=$(x "${P}ha" timeout $((SECS + 10)) iperf3 -c "$DST" -p 5202 -u -l 64 -b "$rate" -t "$SECS" -J 2>/dev/null || true)
+  kill $srv 2>/dev/null || true
   wait $srv 2>/dev/null || true
   # The client's end.sum, which carries the server's count of lost datagrams.
   echo "$out" | tr -d ' \n\t' | sed 's/.*"end":{//; s/"sum":{/\n/' | tail -n 1 | awk -F'[:,}]' -v s="$SECS" '{
@@ -159,7 +165,7 @@ EOF
 xtr xa ka 192.0.2.1 2001:db8:1::1 10.1.1.0/24 2001:db8:a::/64 10.2.2.0/24 2001:db8:b::/64
 xtr xb kb 198.51.100.1 2001:db8:2::1 10.2.2.0/24 2001:db8:b::/64 10.1.1.0/24 2001:db8:a::/64
 start() { # ns name
-  RUST_LOG=${RUST_LOG:-warn} x "$1" "$LOCI" run -c "$DIR/$2.toml" >"$DIR/$2.log" 2>&1 &
+  (RUST_LOG=${RUST_LOG:-warn} bg "$1" "$LOCI" run -c "$DIR/$2.toml" >"$DIR/$2.log" 2>&1) &
   PIDS+=($!)
 }
 start "${P}ul" ms

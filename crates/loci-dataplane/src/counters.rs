@@ -19,6 +19,9 @@ pub enum Drop {
     MapCacheMiss,
     /// Neither a well-formed IPv4 nor IPv6 packet came out of the TUN device.
     BadPacket,
+    /// A multicast, broadcast or link-local destination (the TUN device's own neighbour
+    /// discovery and MLD, for one): not for a map-cache.
+    NotRoutable,
     /// The packet could not be encapsulated (too big, no source RLOC of the family).
     EncapFailed,
     /// Native forwarding of a packet whose TTL ran out.
@@ -55,6 +58,7 @@ impl Drop {
             Drop::NoUsableLocator => CacheDrop::NoUsableLocator.name(),
             Drop::MapCacheMiss => "map-cache-miss",
             Drop::BadPacket => "bad-packet",
+            Drop::NotRoutable => "not-routable",
             Drop::EncapFailed => "encap-failed",
             Drop::TtlExceeded => "ttl-exceeded",
             Drop::SendFailed => "send-failed",
@@ -75,6 +79,7 @@ impl Drop {
             Drop::SendFailed => 6,
             Drop::Truncated => 7,
             Drop::TunWriteFailed => 8,
+            Drop::NotRoutable => 9,
             Drop::Decap(d) => 10 + DECAP.iter().position(|&x| x == d).unwrap_or(0),
         }
     }
@@ -90,6 +95,7 @@ impl Drop {
             Drop::SendFailed,
             Drop::Truncated,
             Drop::TunWriteFailed,
+            Drop::NotRoutable,
         ]
         .into_iter()
         .chain(DECAP.iter().map(|&d| Drop::Decap(d)))

@@ -12,6 +12,7 @@ use loci_core::encap::{encapsulate, EncapParams, ENCAP_OVERHEAD_V6};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
+use loci_wire::ecm::checksum;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice};
 
@@ -116,6 +117,10 @@ impl Worker {
             self.counters.drop_packet(Drop::BadPacket);
             return;
         };
+        if !packet::routable(dst) {
+            self.counters.drop_packet(Drop::NotRoutable);
+            return;
+        }
         let flow = flow_hash(&buf[inner.clone()]);
         let verdict = {
             let snap = self.reader.load();
@@ -146,6 +151,14 @@ impl Worker {
             self.counters.drop_packet(Drop::EncapFailed);
             return;
         };
+        if rloc.is_ipv6() {
+            // RFC 9300 §5.3 allows a zero UDP checksum over IPv6 too, but an IPv6 receiver
+            // accepts that only when configured to (RFC 6936 §5), and middleboxes and analysers
+            // treat it as an error: one pass over the packet buys interoperability.
+            let pkt = &mut buf[range.clone()];
+            let c = checksum::udp(src, rloc, &pkt[40..]);
+            pkt[46..48].copy_from_slice(&c.to_be_bytes());
+        }
         let len = range.len();
         // Raw sockets take no port: the UDP header is in the packet.
         match socket.send_to(&buf[range], &SockAddr::from(SocketAddr::new(rloc, 0))) {

@@ -24,6 +24,16 @@ pub fn addresses(p: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// Whether `dst` is a destination an ITR may look up: not multicast, broadcast, unspecified or
+/// link-local.
+#[inline]
+pub fn routable(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.is_link_local()),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified() || a.is_unicast_link_local()),
+    }
+}
+
 /// Lowers the TTL / hop limit by one, as a router forwarding the packet does; false when it
 /// would reach 0 (the packet must then be dropped).
 pub fn decrement_ttl(p: &mut [u8]) -> bool {
@@ -71,6 +81,16 @@ mod tests {
         assert_eq!(addresses(&p6), Some(("::1".parse().unwrap(), "::2".parse().unwrap())));
         assert_eq!(addresses(&[0x45; 19]), None);
         assert_eq!(addresses(&[]), None);
+    }
+
+    #[test]
+    fn only_unicast_beyond_the_link_is_routable() {
+        for a in ["10.2.2.2", "2001:db8::1", "192.0.2.255"] {
+            assert!(routable(a.parse().unwrap()), "{a}");
+        }
+        for a in ["224.0.0.22", "255.255.255.255", "0.0.0.0", "169.254.1.1", "ff02::16", "fe80::1", "::"] {
+            assert!(!routable(a.parse().unwrap()), "{a}");
+        }
     }
 
     #[test]
