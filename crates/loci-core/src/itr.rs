@@ -157,6 +157,8 @@ pub struct Itr {
     refilled: Instant,
     next_seq: u64,
     stats: ItrStats,
+    /// Logged once: no resolver can be reached from our RLOCs (a configuration error).
+    warned_no_resolver: bool,
 }
 
 impl Itr {
@@ -174,6 +176,7 @@ impl Itr {
             refilled: now,
             next_seq: 0,
             stats: ItrStats::default(),
+            warned_no_resolver: false,
         }
     }
 
@@ -312,7 +315,10 @@ impl Itr {
             Some((r, addr, src))
         });
         let Some((resolver, addr, src)) = target else {
-            tracing::warn!(eid = %p.eid, "no Map-Resolver reachable from our RLOCs; cannot resolve");
+            if !std::mem::replace(&mut self.warned_no_resolver, true) {
+                tracing::warn!(eid = %p.eid, "no Map-Resolver of the family of one of our RLOCs; cannot resolve");
+            }
+            self.stats.misses_dropped += 1;
             self.drop_pending(&key);
             return;
         };
@@ -630,6 +636,20 @@ mod tests {
         assert_eq!(itr.stats().hold_downs, 2);
         assert_eq!(itr.pending_len(), 0);
         assert_eq!(itr.poll_timeout(), None);
+    }
+
+    #[test]
+    fn no_usable_resolver_drops_misses() {
+        let t0 = Instant::now();
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut io = Io::default();
+        // An IPv6 resolver but only an IPv4 RLOC: nothing can be sent.
+        let mut itr = itr(&["2001:db8::53"], t0);
+        for _ in 0..3 {
+            itr.handle_miss(t0, 0, ip("10.1.1.7"), ip("10.9.0.1"), &mut rng, &mut io);
+        }
+        assert!(io.transmits.is_empty());
+        assert_eq!((itr.pending_len(), itr.stats().misses_dropped), (0, 3));
     }
 
     #[test]
