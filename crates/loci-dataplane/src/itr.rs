@@ -98,9 +98,15 @@ impl Worker {
     pub fn run(mut self) {
         let mut buf = vec![0u8; HEADROOM + usize::from(MAX_MTU)];
         while !self.stop.load(Ordering::Relaxed) {
-            let n = match self.tun.recv_intr(&mut buf[HEADROOM..], &self.wake) {
+            // Read first and wait only when nothing is ready: one system call per packet under
+            // load instead of a poll and a read.
+            let n = match self.tun.recv(&mut buf[HEADROOM..]) {
                 Ok(n) => n,
-                Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::WouldBlock) => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let _ = self.tun.wait_readable_intr(&self.wake);
+                    continue;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     tracing::warn!(iid = self.iid, error = %e, "TUN read failed");
                     std::thread::sleep(Duration::from_millis(100));

@@ -1063,6 +1063,12 @@ impl Ctx<'_> {
         if is_itr {
             self.itr_rlocs(&rlocs, &map_resolvers, node)?;
         }
+        if is_etr && !instances.is_empty() && rlocs.is_empty() {
+            return Err(self.err(
+                "xtr.instance",
+                "the etr data plane receives on our RLOCs, and no database locator is local: list xtr.rlocs",
+            ));
+        }
 
         let dp = raw.data_plane.as_ref();
         let underlay_mtu = match dp.and_then(|d| d.underlay_mtu) {
@@ -1866,6 +1872,9 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         assert!(check(&with_mtu(1300).replace(", \"2001:db8:2::/48\"", "")).is_ok(), "IPv4 EIDs only: 1264 will do");
         let etr_only = XTR.replace("[\"itr\", \"etr\"]", "[\"etr\"]").replace("roles", "map-cache-size = 9\nroles");
         fails(&etr_only, 4, "xtr.map-cache-size", "only the itr role");
+        let no_local =
+            XTR.replace("[\"itr\", \"etr\"]", "[\"etr\"]").replace("203.0.113.1\" }", "203.0.113.1\", local = false }");
+        fails(&no_local, 7, "xtr.instance", "no database locator is local");
         fails(&XTR.replace("iid = 7", "iid = 7\ntable = 0"), 9, "xtr.instance[0].table", "table 0");
         let tabled = check(&XTR.replace("iid = 7", "iid = 7\ntable = 107")).expect("valid");
         assert_eq!(tabled.data_plane.expect("dp").instances[0].table, Some(107));
