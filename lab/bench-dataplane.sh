@@ -195,4 +195,12 @@ printf "  TCP through the xTRs      %8s Gbit/s\n" "${LISP:-?}"
 awk -v a="${LISP:-0}" -v b="${NATIVE:-0}" 'BEGIN { if (b > 0) printf "  ratio LISP/native         %8.2f\n", a / b }'
 printf "  UDP 64 B offered %7d pps: delivered %7d pps, lost %s %%\n" "$PPS" "$PPS_OK" "$LOSS"
 printf "  UDP 64 B unlimited:          delivered %7d pps, lost %s %%\n" "$PPS_MAX" "$LOSS_MAX"
-echo "  xTR-A: $(x "${P}xa" "$LOCI" show stats --socket "$DIR/xa.sock" 2>/dev/null | grep -E 'encapsulated|decapsulated' | tr -s ' ' | tr '\n' ' ')"
+for n in xa xb; do
+  echo "  $n: $(x "${P}$n" "$LOCI" show stats --socket "$DIR/$n.sock" 2>/dev/null |
+    grep -E '^data-plane' | tr -s ' ' | sed 's/^data-plane //' | tr '\n' ',' | sed 's/,$//')"
+done
+# Where the lost datagrams went: the TUN device's queue (the ITR did not keep up) or the ETR
+# socket's receive buffer.
+tun_drops=$(x "${P}xa" ip -s link show lisp0 | awk '/TX:/{getline; print $4}')
+rcvbuf=$(x "${P}xb" awk '/^Udp:/{if (h) {print $6} else {h=1}}' /proc/net/snmp)
+echo "  lost: ${tun_drops:-?} in xTR-A's TUN queue, ${rcvbuf:-?} UDP receive-buffer overflows at xTR-B"
