@@ -133,20 +133,23 @@ impl Proc {
         Proc { name: name.into(), child, log }
     }
 
-    /// Stops the process and waits for it.
-    fn stop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).output();
-            let end = Instant::now() + Duration::from_secs(3);
-            while Instant::now() < end {
-                if let Ok(Some(_)) = self.child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-            let _ = self.child.wait();
+    /// Stops the process (SIGTERM, SIGKILL after 3 s) and waits for it; the exit status when
+    /// it ended by itself.
+    fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(s)) = self.child.try_wait() {
+            return Some(s);
         }
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).output();
+        let end = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < end {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
     }
 
     fn log_tail(&self) -> String {
@@ -509,6 +512,13 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
             let stack = format!(":{outer}:udp:lisp-data:{inner}:");
             assert!(stacks.lines().any(|l| l.contains(&stack)), "no {stack} in the capture");
         }
+    }
+    // The daemons stop cleanly on SIGTERM (data-plane workers included), and quickly.
+    for p in &mut lab.procs {
+        let t = Instant::now();
+        let status = p.stop();
+        assert!(status.is_some_and(|s| s.success()), "{} did not stop cleanly: {status:?}\n{}", p.name, p.log_tail());
+        assert!(t.elapsed() < Duration::from_secs(2), "{} took {:?} to stop", p.name, t.elapsed());
     }
     drop(lab);
     assert!(!Path::new(&pcap_s).exists(), "the lab's files are removed");
