@@ -89,6 +89,10 @@ impl Registration {
         out
     }
 
+    fn earliest_expiry(&self) -> Option<Instant> {
+        self.xtrs.iter().map(|x| x.expires).min()
+    }
+
     fn proxy_reply(&self) -> bool {
         self.xtrs.iter().any(|x| x.proxy_reply)
     }
@@ -110,7 +114,10 @@ pub struct MapServer {
     sites: Vec<Site>,
     site_prefixes: PrefixTable<SitePrefix>,
     registrations: PrefixTable<Registration>,
-    /// (expiry, prefix) of every refresh; stale entries are skipped when popped.
+    /// (time, prefix): every registration has an entry at or before its earliest expiry. A
+    /// refresh that expires later adds none (the entry fires, finds nothing due and is pushed
+    /// again for the new time), so the heap holds about one entry per prefix, not one per
+    /// refresh.
     expiry: BinaryHeap<Reverse<(Instant, EidPrefix)>>,
     /// Last Map-Register nonce per (site, registrant), for replay protection.
     nonces: HashMap<(usize, Registrant), u64>,
@@ -121,10 +128,14 @@ pub struct MapServer {
     request_limiter: KeyedLimiter<IpAddr>,
     reply_limiter: KeyedLimiter<(IpAddr, EidPrefix)>,
     subscriptions: Subscriptions,
+    /// The ETR on this same node, when there is one: it registers with us, and forwarding a
+    /// Map-Request to its address would send it back to this Map-Server, around and around.
+    local_etr: Option<Registrant>,
 }
 
 /// What a Map-Request for one EID resolves to at this Map-Server.
 enum Answer {
+    /// Answered here: by proxy, or for the ETR on this node.
     Proxy(MapRecord),
     Forward(IpAddr),
     Negative(Negative),
@@ -152,7 +163,14 @@ impl MapServer {
             request_limiter: KeyedLimiter::per_second(limits.map_requests_per_source, max_keys),
             reply_limiter: KeyedLimiter::one_per(limits.map_reply_repeat, max_keys),
             subscriptions: Subscriptions::new(config.max_subscriptions),
+            local_etr: None,
         }
+    }
+
+    /// Says that the ETR with this xTR-ID and Site-ID runs on the same node: Map-Requests for
+    /// what it registers are answered here, authoritatively, instead of being forwarded.
+    pub fn set_local_etr(&mut self, xtr_id: u128, site_id: u64) {
+        self.local_etr = Some(Registrant::XtrId(xtr_id, site_id));
     }
 
     pub fn sites(&self) -> &[Site] {
@@ -240,6 +258,9 @@ impl MapServer {
             let Some(reg) = self.registrations.get_mut(&prefix) else { continue };
             let before = reg.xtrs.len();
             reg.xtrs.retain(|x| x.expires > now);
+            if let Some(next) = reg.earliest_expiry() {
+                self.expiry.push(Reverse((next, prefix)));
+            }
             if reg.xtrs.len() == before {
                 continue;
             }
@@ -258,11 +279,8 @@ impl MapServer {
         }
         // Lazy deletion leaves stale heap entries behind; rebuild when they dominate.
         if self.expiry.len() > 2 * self.registrations.len() + 1024 {
-            self.expiry = self
-                .registrations
-                .iter()
-                .flat_map(|(p, r)| r.xtrs.iter().map(move |x| Reverse((x.expires, p))))
-                .collect();
+            self.expiry =
+                self.registrations.iter().filter_map(|(p, r)| r.earliest_expiry().map(|t| Reverse((t, p)))).collect();
         }
     }
 
@@ -385,6 +403,7 @@ impl MapServer {
         let ttl_expiry = Duration::from_secs(u64::from(rec.ttl) * 60);
         let expires = now + if reg.use_ttl { ttl_expiry } else { self.registration_timeout };
         let entry = self.registrations.get_or_insert_with(prefix, || Registration { site, xtrs: Vec::new() });
+        let timer_due = entry.earliest_expiry();
         let previous = entry.xtrs.iter().position(|x| x.registrant == registrant).map(|i| entry.xtrs.remove(i));
         let first_registered = previous.as_ref().map_or(now, |p| p.first_registered);
         let changed = previous.as_ref().is_none_or(|p| p.locators != rec.locators);
@@ -392,6 +411,8 @@ impl MapServer {
             // Without the merge bit the latest registration stands alone.
             entry.xtrs.clear();
         }
+        // Most prefixes have one xTR: a plain push would reserve room for four (576 bytes).
+        entry.xtrs.reserve_exact(1);
         entry.xtrs.push(XtrRegistration {
             registrant,
             source,
@@ -404,7 +425,9 @@ impl MapServer {
             last_registered: now,
             expires,
         });
-        self.expiry.push(Reverse((expires, prefix)));
+        if timer_due.is_none_or(|t| expires < t) {
+            self.expiry.push(Reverse((expires, prefix)));
+        }
         if changed {
             let site = self.sites[site].config.name.clone();
             tracing::info!(%prefix, %site, by = %registrant, rlocs = rec.locators.len(), "registered");
@@ -589,6 +612,9 @@ impl MapServer {
                 return Answer::Proxy(proxy_record(prefix, reg));
             }
             if let Some(x) = reg.latest() {
+                if Some(x.registrant) == self.local_etr {
+                    return Answer::Proxy(MapRecord { authoritative: true, ..proxy_record(prefix, reg) });
+                }
                 return Answer::Forward(x.source);
             }
         }
@@ -639,5 +665,88 @@ pub fn negative_record(neg: &Negative) -> MapRecord {
         map_version: 0,
         eid,
         locators: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SiteEidPrefix;
+    use crate::mapping::eid_to_wire;
+    use loci_wire::auth::KeyRing;
+
+    const KEY: &[u8] = b"k";
+
+    fn server() -> MapServer {
+        let site = SiteConfig {
+            name: "s".into(),
+            keys: KeyRing::with_key(1, KEY.to_vec()),
+            notify_policy: SendPolicy::default(),
+            allow_unauthenticated: false,
+            eid_prefixes: vec![SiteEidPrefix { prefix: "10.0.0.0/8".parse().unwrap(), accept_more_specifics: true }],
+            force_proxy_reply: false,
+            pubsub: None,
+        };
+        MapServer::new(MapServerConfig { sites: vec![site], ..Default::default() }, &Limits::default())
+    }
+
+    /// A signed Map-Register of `eid` from xTR `xtr` (merge bit set), with the TTL used as the
+    /// registration's lifetime when `ttl_minutes` is given.
+    fn register(eid: &str, xtr: u128, nonce: u64, ttl_minutes: Option<u32>) -> Vec<u8> {
+        let (eid, eid_mask_len) = eid_to_wire(&eid.parse().unwrap());
+        let mut reg = MapRegister {
+            proxy_reply: true,
+            security: false,
+            eid_notify: false,
+            use_ttl: ttl_minutes.is_some(),
+            merge: true,
+            want_map_notify: false,
+            nonce,
+            key_id: 0,
+            algorithm_id: 0,
+            auth_data: Vec::new(),
+            records: vec![MapRecord {
+                ttl: ttl_minutes.unwrap_or(1440),
+                eid_mask_len,
+                action: Action::NO_ACTION,
+                authoritative: true,
+                map_version: 0,
+                eid,
+                locators: Vec::new(),
+            }],
+            xtr_id: Some(XtrId { xtr_id: xtr, site_id: 1 }),
+        };
+        reg.to_signed_bytes(1, KEY, &SendPolicy::default()).unwrap()
+    }
+
+    #[test]
+    fn refreshes_keep_one_timer_per_prefix_and_expiry_follows_the_last() {
+        let (t0, mut ms, mut io) = (Instant::now(), server(), Io::default());
+        let (local, remote) = ("192.0.2.10:4342".parse().unwrap(), "192.0.2.1:4342".parse().unwrap());
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let tick = |ms: &mut MapServer, io: &mut Io, now| {
+            while ms.poll_timeout().is_some_and(|t| t <= now) {
+                ms.handle_timeout(now, io);
+            }
+        };
+        for (i, s) in [0, 60, 120].into_iter().enumerate() {
+            tick(&mut ms, &mut io, at(s));
+            ms.handle_register(at(s), local, remote, &register("10.1.1.1/32", 1, i as u64 + 1, None), &mut io);
+            assert_eq!(ms.expiry.len(), 1, "a later refresh adds no timer");
+        }
+        let prefix: EidPrefix = "10.1.1.1/32".parse().unwrap();
+        tick(&mut ms, &mut io, at(299));
+        assert!(ms.registration(&prefix).is_some(), "180 s after the last refresh, not the first");
+        assert_eq!(ms.poll_timeout(), Some(at(300)));
+        // A second xTR whose TTL runs out sooner gets its own, earlier timer.
+        ms.handle_register(at(290), local, remote, &register("10.1.1.1/32", 2, 1, Some(0)), &mut io);
+        assert_eq!(ms.poll_timeout(), Some(at(290)));
+        tick(&mut ms, &mut io, at(290));
+        assert_eq!(ms.registration(&prefix).map(|r| r.xtrs.len()), Some(1));
+        assert_eq!(io.stats.registrations_expired, 1);
+        tick(&mut ms, &mut io, at(300));
+        assert!(ms.registration(&prefix).is_none());
+        assert_eq!(io.stats.registrations_expired, 2);
+        assert_eq!(ms.poll_timeout(), None);
     }
 }

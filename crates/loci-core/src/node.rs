@@ -112,9 +112,13 @@ impl Node {
     /// Builds a node; `seed` makes its nonces reproducible (the daemon passes a random seed).
     pub fn new(config: NodeConfig, seed: u64, now: Instant) -> Self {
         let limits = config.limits.clone();
+        let mut ms = config.map_server.map(|c| MapServer::new(c, &limits));
+        if let (Some(ms), Some(etr)) = (&mut ms, &config.etr) {
+            ms.set_local_etr(etr.xtr_id, etr.site_id);
+        }
         Node {
             name: config.name,
-            ms: config.map_server.map(|c| MapServer::new(c, &limits)),
+            ms,
             mr: config.map_resolver.map(|c| MapResolver::new(c, &limits)),
             etr: config.etr.map(|c| Etr::new(c, &limits, now)),
             itr: config.itr.map(|c| Itr::new(c, now)),

@@ -133,11 +133,14 @@ impl Address {
         }
     }
 
+    #[inline]
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         Self::read_nested(r, 0)
     }
 
-    /// Reads an address inside `depth` enclosing LCAFs.
+    /// Reads an address inside `depth` enclosing LCAFs. The fixed-size families are decoded
+    /// here, inline in every caller (they are nearly every locator); the rest out of line.
+    #[inline]
     pub(crate) fn read_nested(r: &mut Reader<'_>, depth: usize) -> Result<Self> {
         let at = r.at();
         let afi = r.u16("AFI")?;
@@ -145,6 +148,13 @@ impl Address {
             afi::NONE => Address::None,
             afi::IPV4 => Address::Ipv4(Ipv4Addr::from(r.array::<4>("IPv4 address")?)),
             afi::IPV6 => Address::Ipv6(Ipv6Addr::from(r.array::<16>("IPv6 address")?)),
+            _ => Self::read_variable(r, afi, at, depth)?,
+        })
+    }
+
+    /// The families [`Address::read_nested`] does not decode inline, after their AFI.
+    fn read_variable(r: &mut Reader<'_>, afi: u16, at: usize, depth: usize) -> Result<Self> {
+        Ok(match afi {
             afi::MAC => Address::Mac { addr: r.array("MAC address")?, afi: MacAfi::Ieee802 },
             afi::MAC48 => Address::Mac { addr: r.array("MAC address")?, afi: MacAfi::Mac48 },
             afi::DISTINGUISHED_NAME => {
@@ -166,7 +176,20 @@ impl Address {
         })
     }
 
+    /// Writes the address; IPv4 (nearly every RLOC) inline, AFI and address in one access.
+    #[inline]
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
+        match self {
+            Address::Ipv4(a) => {
+                let [a0, a1, a2, a3] = a.octets();
+                let [f0, f1] = afi::IPV4.to_be_bytes();
+                w.bytes(&[f0, f1, a0, a1, a2, a3]);
+            }
+            _ => self.write_other(w),
+        }
+    }
+
+    fn write_other(&self, w: &mut Writer<'_>) {
         w.u16(self.afi());
         match self {
             Address::None => {}

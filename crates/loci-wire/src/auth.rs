@@ -243,11 +243,11 @@ impl AuthHeader {
     }
 
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let key_id = r.u8("Key ID")?;
-        let alg_at = r.at();
-        let algorithm_id = r.u8("Algorithm ID")?;
-        let len_at = r.at();
-        let len = r.u16("Authentication Data Length")?;
+        // The four fixed bytes in one read (one bounds check: this is every Map-Register's path).
+        let alg_at = r.at() + 1;
+        let len_at = r.at() + 2;
+        let [key_id, algorithm_id, l0, l1] = r.array("Key ID/Algorithm ID/Authentication Data Length")?;
+        let len = u16::from_be_bytes([l0, l1]);
         let alg = Algorithm::from_id(algorithm_id).ok_or(Error::UnknownAlgorithm { id: algorithm_id, at: alg_at })?;
         if alg.length_of(len.into()).is_none() {
             return Err(Error::AuthLength { alg: algorithm_id, len, at: len_at });
@@ -262,9 +262,8 @@ impl AuthHeader {
     /// When `auth_data` is longer than 65535 bytes (no valid header is).
     pub(crate) fn write_parts(w: &mut Writer<'_>, key_id: u8, algorithm_id: u8, auth_data: &[u8]) {
         let len = u16::try_from(auth_data.len()).expect("Authentication Data longer than 65535 bytes");
-        w.u8(key_id);
-        w.u8(algorithm_id);
-        w.u16(len);
+        let [l0, l1] = len.to_be_bytes();
+        w.bytes(&[key_id, algorithm_id, l0, l1]);
         w.bytes(auth_data);
     }
 }

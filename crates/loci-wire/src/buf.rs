@@ -105,6 +105,23 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// Reads `count` items with `read`, after [`Reader::check_count`] has bounded `count` by what
+    /// is left: one allocation of the exact size, no growth.
+    pub(crate) fn list<T>(
+        &mut self,
+        what: &'static str,
+        count: usize,
+        min_len: usize,
+        mut read: impl FnMut(&mut Self) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        self.check_count(what, count, min_len)?;
+        let mut out = Vec::with_capacity(count);
+        for _ in 0..count {
+            out.push(read(self)?);
+        }
+        Ok(out)
+    }
+
     /// Succeeds only if every byte was consumed.
     pub(crate) fn finish(&self) -> Result<()> {
         if self.is_empty() {

@@ -200,11 +200,9 @@ impl ReferralRecord {
         let sig_version = r.u16("SigCnt/map version")?;
         let eid = Address::read(r)?;
         check_mask(&eid, eid_mask_len, mask_at)?;
-        r.check_count("referral", ref_count.into(), Locator::MIN_LEN)?;
-        let referrals = (0..ref_count).map(|_| Locator::read(r)).collect::<Result<Vec<_>>>()?;
+        let referrals = r.list("referral", ref_count.into(), Locator::MIN_LEN, Locator::read)?;
         let sig_count = usize::from(sig_version >> 12);
-        r.check_count("signature", sig_count, Signature::MIN_LEN)?;
-        let signatures = (0..sig_count).map(|_| Signature::read(r)).collect::<Result<Vec<_>>>()?;
+        let signatures = r.list("signature", sig_count, Signature::MIN_LEN, Signature::read)?;
         Ok(ReferralRecord {
             ttl,
             eid_mask_len,
@@ -260,8 +258,7 @@ impl MapReferral {
         r.reserved(first.into(), 0x0fff_ff00);
         let nonce = r.u64("nonce")?;
         let count = (first & 0xff) as usize;
-        r.check_count("referral record", count, ReferralRecord::MIN_LEN)?;
-        let records = (0..count).map(|_| ReferralRecord::read(r)).collect::<Result<Vec<_>>>()?;
+        let records = r.list("referral record", count, ReferralRecord::MIN_LEN, ReferralRecord::read)?;
         Ok(MapReferral { nonce, records })
     }
 

@@ -205,11 +205,9 @@ impl MapRequest {
         let nonce = r.u64("nonce")?;
         let source_eid = Address::read(r)?;
         let irc = ((h >> 8) & 0x1f) as usize + 1;
-        r.check_count("ITR-RLOC", irc, 2)?;
-        let itr_rlocs = (0..irc).map(|_| Address::read(r)).collect::<Result<Vec<_>>>()?;
+        let itr_rlocs = r.list("ITR-RLOC", irc, 2, Address::read)?;
         let count = (h & 0xff) as usize;
-        r.check_count("request record", count, EidRequest::MIN_LEN)?;
-        let records = (0..count).map(|_| EidRequest::read(r)).collect::<Result<Vec<_>>>()?;
+        let records = r.list("request record", count, EidRequest::MIN_LEN, EidRequest::read)?;
         let map_reply = if h & F_M != 0 { Some(MapRecord::read(r)?) } else { None };
         // The xTR-ID follows the last record, or the Map-Reply record when present.
         let xtr_id = if h & F_I != 0 { Some(XtrId::read(r)?) } else { None };
@@ -631,7 +629,7 @@ mod tests {
         // M bit without a Map-Reply record.
         let mut b = good.clone();
         b[0] |= 0x04;
-        assert!(matches!(MapRequest::parse(&b), Err(Error::Truncated { what: "record TTL", at: 32, .. })));
+        assert!(matches!(MapRequest::parse(&b), Err(Error::Truncated { what: "EID-record header", at: 32, .. })));
         // Unknown AFI in the source EID, an ITR-RLOC, a record, and the Map-Reply record.
         for at in [12, 18, 26] {
             let mut b = good.clone();

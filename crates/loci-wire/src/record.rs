@@ -90,12 +90,10 @@ impl Locator {
         6 + self.address.wire_len()
     }
 
+    // The fixed fields are read and written as one array: one bounds check instead of five.
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let priority = r.u8("locator priority")?;
-        let weight = r.u8("locator weight")?;
-        let m_priority = r.u8("locator M priority")?;
-        let m_weight = r.u8("locator M weight")?;
-        let flags = r.u16("locator flags")?;
+        let [priority, weight, m_priority, m_weight, f0, f1] = r.array("locator priority/weight/flags")?;
+        let flags = u16::from_be_bytes([f0, f1]);
         r.reserved(flags.into(), 0xfff8);
         let address = Address::read(r)?;
         Ok(Locator {
@@ -111,11 +109,8 @@ impl Locator {
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
-        w.u8(self.priority);
-        w.u8(self.weight);
-        w.u8(self.m_priority);
-        w.u8(self.m_weight);
-        w.u16(u16::from(self.local) << 2 | u16::from(self.probed) << 1 | u16::from(self.reachable));
+        let flags = u8::from(self.local) << 2 | u8::from(self.probed) << 1 | u8::from(self.reachable);
+        w.bytes(&[self.priority, self.weight, self.m_priority, self.m_weight, 0, flags]);
         self.address.write(w);
     }
 }
@@ -143,19 +138,18 @@ impl MapRecord {
         10 + self.eid.wire_len() + self.locators.iter().map(Locator::wire_len).sum::<usize>()
     }
 
+    // The 10 fixed bytes are read and written as one array (see `Locator::read`).
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let ttl = r.u32("record TTL")?;
-        let loc_count = r.u8("locator count")?;
-        let mask_at = r.at();
-        let eid_mask_len = r.u8("EID mask-len")?;
-        let act = r.u16("record ACT/A/reserved")?;
+        let mask_at = r.at() + 5;
+        let [t0, t1, t2, t3, loc_count, eid_mask_len, a0, a1, v0, v1] = r.array("EID-record header")?;
+        let ttl = u32::from_be_bytes([t0, t1, t2, t3]);
+        let act = u16::from_be_bytes([a0, a1]);
         r.reserved(act.into(), 0x0fff);
-        let version = r.u16("map version")?;
+        let version = u16::from_be_bytes([v0, v1]);
         r.reserved(version.into(), 0xf000);
         let eid = Address::read(r)?;
         check_mask(&eid, eid_mask_len, mask_at)?;
-        r.check_count("locator", loc_count.into(), Locator::MIN_LEN)?;
-        let locators = (0..loc_count).map(|_| Locator::read(r)).collect::<Result<Vec<_>>>()?;
+        let locators = r.list("locator", loc_count.into(), Locator::MIN_LEN, Locator::read)?;
         Ok(MapRecord {
             ttl,
             eid_mask_len,
@@ -168,11 +162,10 @@ impl MapRecord {
     }
 
     pub(crate) fn write(&self, w: &mut Writer<'_>) {
-        w.u32(self.ttl);
-        w.u8(self.locators.len() as u8);
-        w.u8(self.eid_mask_len);
-        w.u16(u16::from(self.action.bits()) << 13 | u16::from(self.authoritative) << 12);
-        w.u16(self.map_version & 0x0fff);
+        let [t0, t1, t2, t3] = self.ttl.to_be_bytes();
+        let act = self.action.bits() << 5 | u8::from(self.authoritative) << 4;
+        let [v0, v1] = (self.map_version & 0x0fff).to_be_bytes();
+        w.bytes(&[t0, t1, t2, t3, self.locators.len() as u8, self.eid_mask_len, act, 0, v0, v1]);
         self.eid.write(w);
         for l in &self.locators {
             l.write(w);
@@ -181,8 +174,7 @@ impl MapRecord {
 
     /// Reads `count` records, refusing counts the remaining bytes cannot hold.
     pub(crate) fn read_list(r: &mut Reader<'_>, count: usize) -> Result<Vec<Self>> {
-        r.check_count("record", count, Self::MIN_LEN)?;
-        (0..count).map(|_| Self::read(r)).collect()
+        r.list("record", count, Self::MIN_LEN, Self::read)
     }
 }
 

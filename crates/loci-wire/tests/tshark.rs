@@ -1,11 +1,13 @@
 //! Interoperability check against Wireshark's LISP dissectors: every sample message built with
 //! loci-wire is written to a pcap (Ethernet/IP/UDP around it, correct lengths and checksums),
 //! tshark decodes it, and the test asserts that tshark finds nothing malformed, raises no expert
-//! error, and reads the same type, nonce, record count and first EID-prefix as we wrote.
+//! error, and reads the same type, nonce, record count, EID-prefixes and LCAF fields as we wrote.
 //!
 //! Samples Wireshark 4.0 cannot dissect (`Tshark::Skip` in `common`, which says why) stay out of
-//! the capture; for those it dissects only in part (`Tshark::Partial`) the rest must show as data.
-//! `LOCI_TSHARK_KEEP=FILE` keeps a copy of the capture. Without tshark the test is skipped, except under CI (`CI=true`), where it fails.
+//! the capture (`LOCI_TSHARK_ALL=1` puts them in, to try a newer Wireshark); for those it
+//! dissects only in part (`Tshark::Partial`) the rest must show as data. `LOCI_TSHARK_KEEP=FILE`
+//! keeps a copy of the capture. Without tshark the test is skipped, except under CI
+//! (`CI=true`), where it fails.
 
 mod common;
 
@@ -216,9 +218,8 @@ fn udp_frame(ipv6: bool, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8
 
 fn frames() -> Vec<Frame> {
     let mut out = Vec::new();
+    let all = std::env::var_os("LOCI_TSHARK_ALL").is_some();
     for (i, s) in common::controls().into_iter().enumerate() {
-        // Only for trying whether a newer Wireshark dissects what 4.0 cannot.
-        let all = std::env::var_os("LOCI_TSHARK_ALL").is_some();
         if matches!(s.tshark, common::Tshark::Skip(_)) && !all {
             continue;
         }

@@ -1,33 +1,35 @@
 //! `loci run`: drives a sans-IO [`Node`] from UDP sockets, a timer and the API.
 //!
-//! One task per control socket drains every datagram that is ready, hands it to the node and
-//! sends what the node emits; a timer task fires the node's timers; the API reads snapshots.
-//! The node sits behind a mutex that is never held across an await.
+//! One thread per control socket takes every datagram that is ready in one `recvmmsg`, hands
+//! them to the node and sends what the node emits with `sendmmsg`; a timer task fires the
+//! node's timers; the API reads snapshots. The node sits behind a mutex that is never held
+//! across an await or a blocking wait.
 
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use loci_core::node::{Event, Node};
-use tokio::net::UdpSocket;
+use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, state, xtr};
+use crate::{api, mmsg, state, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
+/// Receive buffer asked for on each control socket.
+const RECV_BUFFER: usize = 4 << 20;
 
-/// One bound control address: the async socket the receive task waits on, and a clone of it
-/// that sends. Sending goes through the clone because tokio's `try_send_to` reports
-/// `WouldBlock` until its reactor has seen the socket writable, which loses a datagram sent
-/// right after binding (the ETR's first Map-Register); a plain non-blocking send only fails
-/// when the socket buffer is full.
+/// One bound control address. The socket blocks: its receive thread waits in `recvmmsg`. Sends
+/// never wait (`MSG_DONTWAIT`): they only fail when the socket buffer is full, so the first
+/// datagram after binding goes out (tokio's `try_send_to` lost it until its reactor had seen
+/// the socket writable).
 pub struct ControlSocket {
     pub local: SocketAddr,
-    pub recv: Arc<UdpSocket>,
-    send: std::net::UdpSocket,
+    socket: std::net::UdpSocket,
 }
 
 impl ControlSocket {
@@ -38,12 +40,14 @@ impl ControlSocket {
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
         }
-        s.set_nonblocking(true)?;
+        // Room for bursts (many ETRs registering at once): the default ~200 datagrams overflow
+        // while a batch is handled. The kernel caps it at net.core.rmem_max.
+        if let Err(e) = s.set_recv_buffer_size(RECV_BUFFER) {
+            tracing::debug!(%addr, error = %e, "cannot enlarge the receive buffer");
+        }
         s.bind(&addr.into())?;
-        let s: std::net::UdpSocket = s.into();
-        let send = s.try_clone()?;
-        let recv = Arc::new(UdpSocket::from_std(s)?);
-        Ok(ControlSocket { local: recv.local_addr()?, recv, send })
+        let socket: std::net::UdpSocket = s.into();
+        Ok(ControlSocket { local: socket.local_addr()?, socket })
     }
 }
 
@@ -55,26 +59,57 @@ pub struct Shared {
     pub started: Instant,
     /// The xTR data plane, when one runs (taken out to stop it).
     pub data_plane: Mutex<Option<loci_dataplane::DataPlane>>,
+    /// When the timer task looks at the node next, in nanoseconds since `started`; written and
+    /// read under the node lock, so a receive thread wakes the task only when it must.
+    timer_at: AtomicU64,
 }
 
 impl Shared {
     /// Sends everything the node has queued, from the socket bound to the requested source (or
-    /// the first of the destination's family).
+    /// the first of the destination's family), in batches per socket.
     pub fn flush(&self, node: &mut Node) {
+        let mut queued: Vec<(usize, Transmit)> = Vec::new();
         while let Some(t) = node.poll_transmit() {
             let socket = self
                 .sockets
                 .iter()
-                .find(|s| Some(s.local.ip()) == t.src)
-                .or_else(|| self.sockets.iter().find(|s| s.local.is_ipv4() == t.dst.is_ipv4()));
+                .position(|s| Some(s.local.ip()) == t.src)
+                .or_else(|| self.sockets.iter().position(|s| s.local.is_ipv4() == t.dst.is_ipv4()));
             match socket {
-                Some(s) => {
-                    if let Err(e) = s.send.send_to(&t.data, t.dst) {
-                        tracing::debug!(dst = %t.dst, error = %e, "send failed");
-                    }
-                }
+                Some(i) => queued.push((i, t)),
                 None => tracing::debug!(dst = %t.dst, "no socket of that address family"),
             }
+        }
+        for (i, s) in self.sockets.iter().enumerate() {
+            let msgs: Vec<(SocketAddr, &[u8])> =
+                queued.iter().filter(|(j, _)| *j == i).map(|(_, t)| (t.dst, t.data.as_slice())).collect();
+            mmsg::send_batch(
+                s.socket.as_fd(),
+                &msgs,
+                |j, e| tracing::debug!(dst = %msgs[j].0, error = %e, "send failed"),
+            );
+        }
+    }
+
+    /// Wakes the timer task if the node wants it before it planned to look. Call with the node
+    /// locked.
+    pub fn wake_timer_for(&self, node: &Node) {
+        let due = node.poll_timeout().map_or(u64::MAX, |t| self.nanos(t));
+        if due < self.timer_at.load(Ordering::Relaxed) {
+            self.timer.notify_one();
+        }
+    }
+
+    fn nanos(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.started).as_nanos().try_into().unwrap_or(u64::MAX)
+    }
+}
+
+/// Logs what changed (nonce changes are persisted in batches, not logged).
+fn log_events(node: &mut Node) {
+    while let Some(e) = node.poll_event() {
+        if !matches!(e, Event::NoncesChanged) {
+            tracing::debug!(event = ?e);
         }
     }
 }
@@ -108,11 +143,17 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         timer: Notify::new(),
         started: Instant::now(),
         data_plane: Mutex::new(data_plane),
+        timer_at: AtomicU64::new(0),
     });
     tracing::info!(name = %cfg.node.name, listen = ?cfg.node.listen, port = cfg.node.control_port, "loci running");
 
-    for socket in &shared.sockets {
-        tokio::spawn(receive(shared.clone(), socket.recv.clone(), socket.local));
+    for (i, socket) in shared.sockets.iter().enumerate() {
+        let shared = shared.clone();
+        // The threads end with the process: they hold nothing that needs saving.
+        std::thread::Builder::new()
+            .name(format!("loci-rx {}", socket.local))
+            .spawn(move || receive(&shared, i))
+            .context("cannot start a receive thread")?;
     }
     tokio::spawn(timers(shared.clone()));
     if let Some(rx) = misses {
@@ -140,27 +181,32 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn receive(shared: Arc<Shared>, socket: Arc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
+/// Receives on socket `i` until the process ends.
+fn receive(shared: &Shared, i: usize) {
+    let socket = &shared.sockets[i];
+    let mut batch = mmsg::RecvBatch::new(MAX_DATAGRAM);
     loop {
-        if socket.readable().await.is_err() {
-            return;
+        match batch.recv(socket.socket.as_fd()) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "receive error");
+                // Whatever it is, do not spin on it.
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
         }
         let Ok(mut node) = shared.node.lock() else { return };
-        // Drain what is ready in one go: one lock and one timer check per burst.
-        for _ in 0..256 {
-            match socket.try_recv_from(&mut buf) {
-                Ok((n, remote)) => node.handle_datagram(Instant::now(), local, remote, &buf[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    tracing::debug!(error = %e, "receive error");
-                    break;
-                }
+        // One clock read per batch: its datagrams were queued within microseconds.
+        let now = Instant::now();
+        for (remote, data) in batch.iter() {
+            if let Some(remote) = remote {
+                node.handle_datagram(now, socket.local, remote, data);
             }
         }
         shared.flush(&mut node);
-        drop(node);
-        shared.timer.notify_one();
+        log_events(&mut node);
+        shared.wake_timer_for(&node);
     }
 }
 
@@ -173,12 +219,10 @@ async fn timers(shared: Arc<Shared>) {
                 node.handle_timeout(now);
                 shared.flush(&mut node);
             }
-            while let Some(e) = node.poll_event() {
-                if !matches!(e, Event::NoncesChanged) {
-                    tracing::debug!(event = ?e);
-                }
-            }
-            node.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1))
+            log_events(&mut node);
+            let next = node.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
+            shared.timer_at.store(shared.nanos(next), Ordering::Relaxed);
+            next
         };
         tokio::select! {
             _ = tokio::time::sleep_until(next.into()) => {}

@@ -1,11 +1,13 @@
 //! `loci`: the LISP daemon and its tools.
 
 mod api;
+mod bench;
 mod config;
 mod daemon;
 mod decode;
 mod demo;
 mod lig;
+mod mmsg;
 mod show;
 mod state;
 mod xtr;
@@ -67,8 +69,10 @@ enum Command {
         config: Option<PathBuf>,
         #[arg(long, default_value_t = 0)]
         iid: u32,
-        #[arg(long, default_value_t = 4342)]
-        port: u16,
+        /// The Map-Resolver's UDP port (default: 4342, or the node's control-port when the
+        /// Map-Resolver is the node of --config)
+        #[arg(long)]
+        port: Option<u16>,
         /// Seconds to wait for the answer
         #[arg(long, default_value_t = 2.0)]
         timeout: f64,
@@ -104,6 +108,11 @@ enum Command {
         /// Simulator seed (same seed, same run)
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency
+    Bench {
+        #[command(subcommand)]
+        mode: bench::Mode,
     },
     /// Decode LISP control messages given as hex (arguments or standard input)
     Decode {
@@ -201,22 +210,33 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Lig { eid, mr, config, iid, port, timeout, json } => {
-            let mr = match (mr, config) {
-                (Some(mr), _) => mr,
+            // The node itself listens on its control port, other Map-Resolvers on 4342.
+            let (mr, mr_port) = match (mr, config) {
+                (Some(mr), _) => (mr, config::DEFAULT_CONTROL_PORT),
                 (None, Some(c)) => {
                     let cfg = config::load(&c)?;
                     let own = cfg.core.map_resolver.as_ref().and_then(|_| cfg.node.listen.first().copied());
-                    let own = own.map(|a| if a.is_unspecified() { IpAddr::from([127, 0, 0, 1]) } else { a });
-                    cfg.map_resolvers.first().copied().or(own).context("the configuration names no map-resolver")?
+                    match (cfg.map_resolvers.first(), own) {
+                        (Some(&mr), _) => (mr, config::DEFAULT_CONTROL_PORT),
+                        (None, Some(IpAddr::V4(a))) if a.is_unspecified() => {
+                            (IpAddr::from([127, 0, 0, 1]), cfg.node.control_port)
+                        }
+                        (None, Some(IpAddr::V6(a))) if a.is_unspecified() => {
+                            (IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), cfg.node.control_port)
+                        }
+                        (None, Some(a)) => (a, cfg.node.control_port),
+                        (None, None) => bail!("the configuration names no map-resolver"),
+                    }
                 }
                 (None, None) => bail!("give --mr ADDRESS or --config FILE"),
             };
-            ask(&eid, iid, SocketAddr::new(mr, port), true, timeout, json)
+            ask(&eid, iid, SocketAddr::new(mr, port.unwrap_or(mr_port)), true, timeout, json)
         }
         Command::Rig { eid, to, iid, port, timeout, json } => {
             ask(&eid, iid, SocketAddr::new(to, port), false, timeout, json)
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
+        Command::Bench { mode } => bench::run(mode),
         Command::Demo { scenario, list, json, seed } => {
             if list {
                 for s in demo::SCENARIOS {

@@ -36,8 +36,7 @@ pub async fn misses(shared: Arc<Shared>, mut rx: mpsc::Receiver<Miss>) {
             node.handle_miss(now, m.iid, m.dst, m.src);
         }
         shared.flush(&mut node);
-        drop(node);
         // Retransmissions are due a second from now.
-        shared.timer.notify_one();
+        shared.wake_timer_for(&node);
     }
 }
