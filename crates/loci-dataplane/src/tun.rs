@@ -7,11 +7,16 @@ use tun_rs::{DeviceBuilder, SyncDevice};
 
 use crate::Error;
 
+/// Packets the kernel queues for the ITR worker before it drops (and counts, as TX drops).
+const TX_QUEUE_LEN: u32 = 4096;
+
 /// Creates (or reuses) the TUN device `name` with `mtu`, up, without packet information
 /// headers, non-blocking (workers wait in `recv_intr`, which a stop can interrupt).
 pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, Error> {
     let err = |source| Error::Tun { name: name.to_string(), source };
-    let dev = DeviceBuilder::new().name(name).mtu(mtu).enable(true).build_sync().map_err(err)?;
+    // A longer queue than the default 500 rides out bursts while the ITR worker is descheduled.
+    let dev =
+        DeviceBuilder::new().name(name).mtu(mtu).tx_queue_len(TX_QUEUE_LEN).enable(true).build_sync().map_err(err)?;
     dev.set_nonblocking(true).map_err(err)?;
     Ok(dev)
 }
