@@ -22,7 +22,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use loci_wire::map_reply::MapReply;
-use loci_wire::map_request::{EidRequest, MapRequest};
+use loci_wire::map_request::MapRequest;
 use loci_wire::{Action, Address, MapRecord, Wire};
 use rand::rngs::StdRng;
 use rand::RngCore;
@@ -338,24 +338,12 @@ impl Itr {
     }
 
     fn request(&self, iid: u32, eid: IpAddr, source: IpAddr, nonce: u64) -> MapRequest {
-        let (eid, eid_mask_len) = eid_to_wire(&EidPrefix::host(iid, eid));
-        let source_eid =
-            if source.is_unspecified() { Address::None } else { eid_to_wire(&EidPrefix::host(iid, source)).0 };
-        MapRequest {
-            authoritative: false,
-            probe: false,
-            smr: false,
-            pitr: false,
-            smr_invoked: false,
-            local_xtr: false,
-            dont_map_reply: false,
-            nonce,
-            source_eid,
-            itr_rlocs: self.config.rlocs.iter().map(|&a| Address::from(a)).collect(),
-            records: vec![EidRequest { notify: false, eid_mask_len, eid }],
-            map_reply: None,
-            xtr_id: None,
+        let rlocs = self.config.rlocs.iter().map(|&a| Address::from(a)).collect();
+        let mut req = crate::mapping::map_request(nonce, &EidPrefix::host(iid, eid), rlocs);
+        if !source.is_unspecified() {
+            req.source_eid = eid_to_wire(&EidPrefix::host(iid, source)).0;
         }
+        req
     }
 
     fn drop_pending(&mut self, key: &EidPrefix) -> Option<Pending> {

@@ -1,1 +1,227 @@
-//! loci-dataplane (grows with later issues).
+//! loci-dataplane: the LISP packet path of an xTR (DESIGN §3).
+//!
+//! ```text
+//! host --> TUN(iid) --> ITR worker: flow hash, flow cache / map-cache snapshot,
+//!                         hit:  encapsulate, send the whole packet on a raw socket to RLOC:4341
+//!                         miss: hand (iid, dst, src) to the control plane, drop the packet
+//! underlay UDP 4341 --> ETR worker: decapsulate (our RLOC? sane header? known IID?),
+//!                         write the inner packet to TUN(iid)
+//! ```
+//!
+//! The per-packet decisions are loci-core's pure functions ([`loci_core::encap`],
+//! [`loci_core::map_cache::Snapshot`], [`loci_core::flow_cache`]); this crate owns the devices,
+//! sockets and threads around them. Workers are plain threads doing blocking I/O (one per TUN
+//! device for the ITR, one per RLOC for the ETR), each with its own buffers and counters: no
+//! allocation, lock or shared write on the per-packet path.
+//!
+//! Why a raw socket for sending: [`loci_core::encap::encapsulate`] writes the whole outer
+//! header, with the fields RFC 9300 wants per packet (TTL and DSCP/ECN copied from the inner
+//! header, DF, a UDP source port from the flow hash, the IPv6 flow label). A raw socket sends
+//! exactly that; a UDP socket would need one socket per source port and a control message per
+//! packet for TTL and TOS, and could not set the flow label at all.
+#![deny(unsafe_code)]
+
+mod counters;
+mod etr;
+mod itr;
+mod packet;
+mod sys;
+mod tun;
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use ipnet::IpNet;
+use loci_core::map_cache::MapCacheReader;
+
+pub use counters::{Drop, Stats};
+pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
+
+/// One instance ID's TUN device and the EID prefixes routed into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    pub iid: u32,
+    /// Interface name (created if missing).
+    pub tun: String,
+    /// Destinations the ITR serves: routed into the TUN device when the data plane starts.
+    pub routes: Vec<IpNet>,
+    /// Routing table for `routes` (the main table when `None`). With `ip rule`s that send the
+    /// site's traffic and the TUN's own (`iif`) to it, instances with overlapping EIDs stay
+    /// apart on one host.
+    pub table: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub instances: Vec<Instance>,
+    /// Our RLOCs: the ETR listens on them, the ITR sends from the first of each family.
+    pub rlocs: Vec<IpAddr>,
+    pub itr: bool,
+    pub etr: bool,
+    /// MTU of the underlay; the TUN devices get this minus the encapsulation overhead.
+    pub underlay_mtu: u16,
+    /// Slots of each ITR worker's flow cache (0: no flow cache).
+    pub flow_cache_slots: usize,
+}
+
+/// Largest underlay MTU accepted (the largest IP packet).
+pub const MAX_MTU: u16 = 65535;
+
+impl Config {
+    /// The MTU of the TUN devices: what fits in one underlay packet after encapsulation over
+    /// the largest header any of our RLOC families needs (RFC 9300 §7: nothing dropped
+    /// silently; the kernel answers larger packets with ICMP too-big or fragments them).
+    pub fn tun_mtu(&self) -> u16 {
+        let overhead = if self.rlocs.iter().any(IpAddr::is_ipv6) { ENCAP_OVERHEAD_V6 } else { ENCAP_OVERHEAD_V4 };
+        self.underlay_mtu.saturating_sub(overhead as u16)
+    }
+}
+
+/// A destination the ITR had no mapping for, for the control plane (`Node::handle_miss`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Miss {
+    pub iid: u32,
+    pub dst: IpAddr,
+    pub src: IpAddr,
+}
+
+/// Where misses go: returns false when the queue is full (the miss is then counted as
+/// suppressed; the next packet to that destination tries again). Called from worker threads;
+/// must not block.
+pub type MissSink = Arc<dyn Fn(Miss) -> bool + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("TUN device {name}: {source}")]
+    Tun { name: String, source: io::Error },
+    #[error("route {route} into {tun}: {reason}")]
+    Route { route: IpNet, tun: String, reason: String },
+    #[error("{what}: {source}")]
+    Socket { what: String, source: io::Error },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A TUN device the data plane runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunInfo {
+    pub iid: u32,
+    pub name: String,
+    pub mtu: u16,
+}
+
+/// The running data plane. Dropping it stops the workers (and closes the TUN devices, which
+/// takes their routes with them).
+pub struct DataPlane {
+    stop: Arc<AtomicBool>,
+    wake: Arc<tun_rs::InterruptEvent>,
+    threads: Vec<JoinHandle<()>>,
+    counters: Vec<Arc<counters::Counters>>,
+    tuns: Vec<TunInfo>,
+}
+
+impl DataPlane {
+    /// Creates the TUN devices, routes and sockets and starts the workers. The ITR needs the
+    /// map-cache `reader` and the `misses` sink.
+    pub fn start(config: &Config, reader: Option<MapCacheReader>, misses: MissSink) -> Result<DataPlane, Error> {
+        if config.itr && reader.is_none() {
+            return Err(Error::Config("the ITR data plane needs the map-cache".into()));
+        }
+        let mtu = config.tun_mtu();
+        if mtu < 576 {
+            return Err(Error::Config(format!(
+                "underlay MTU {} leaves {mtu} bytes for EID packets; at least 576 are needed",
+                config.underlay_mtu
+            )));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let wake =
+            Arc::new(tun_rs::InterruptEvent::new().map_err(|e| Error::Socket { what: "eventfd".into(), source: e })?);
+        let mut devices = Vec::new();
+        for inst in &config.instances {
+            let dev = tun::open(&inst.tun, mtu)?;
+            devices.push((inst, Arc::new(dev)));
+        }
+        // Routes only once every device exists, so a failure leaves no half-routed instance.
+        for (inst, _) in &devices {
+            for r in &inst.routes {
+                tun::add_route(&inst.tun, r, inst.table)?;
+            }
+        }
+        let mut dp = DataPlane {
+            stop,
+            wake,
+            threads: Vec::new(),
+            counters: Vec::new(),
+            tuns: config.instances.iter().map(|i| TunInfo { iid: i.iid, name: i.tun.clone(), mtu }).collect(),
+        };
+        if config.etr {
+            let tuns: Vec<(u32, Arc<tun_rs::SyncDevice>)> = devices.iter().map(|(i, d)| (i.iid, d.clone())).collect();
+            for &rloc in &config.rlocs {
+                let w = etr::Worker::new(rloc, config, tuns.clone(), dp.stop.clone())?;
+                dp.spawn(format!("loci-etr-{rloc}"), w.counters(), move || w.run())?;
+            }
+        }
+        if let (true, Some(reader)) = (config.itr, reader) {
+            for (inst, dev) in &devices {
+                let w = itr::Worker::new(inst.iid, dev.clone(), config, reader.clone(), misses.clone(), &dp)?;
+                dp.spawn(format!("loci-itr-{}", inst.tun), w.counters(), move || w.run())?;
+            }
+        }
+        tracing::info!(
+            tuns = ?dp.tuns.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            mtu,
+            rlocs = ?config.rlocs,
+            itr = config.itr,
+            etr = config.etr,
+            "data plane running"
+        );
+        Ok(dp)
+    }
+
+    fn spawn(
+        &mut self,
+        name: String,
+        counters: Arc<counters::Counters>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<(), Error> {
+        let h = std::thread::Builder::new()
+            .name(name.chars().take(15).collect())
+            .spawn(f)
+            .map_err(|e| Error::Socket { what: format!("thread {name}"), source: e })?;
+        self.threads.push(h);
+        self.counters.push(counters);
+        Ok(())
+    }
+
+    /// The counters of every worker, added up.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(self.counters.iter().map(|c| &**c))
+    }
+
+    pub fn tuns(&self) -> &[TunInfo] {
+        &self.tuns
+    }
+
+    /// Stops the workers and waits for them.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.wake.trigger();
+        for h in self.threads.drain(..) {
+            let _ = h.join();
+        }
+    }
+}
+
+impl std::ops::Drop for DataPlane {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

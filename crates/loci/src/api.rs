@@ -34,6 +34,7 @@ pub async fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
         .route("/registrations", routing::get(registrations))
         .route("/subscriptions", routing::get(subscriptions))
         .route("/database", routing::get(database))
+        .route("/map-cache", routing::get(map_cache))
         .with_state(shared);
     axum::serve(listener, app).await.context("API server failed")
 }
@@ -45,6 +46,22 @@ fn with_node<T>(shared: &Shared, f: impl FnOnce(&Node) -> T) -> Result<T, (Statu
 
 async fn stats(State(shared): State<Arc<Shared>>) -> ApiResult {
     let uptime = shared.started.elapsed().as_secs();
+    let data_plane = match shared.data_plane.lock() {
+        Ok(dp) => dp.as_ref().map(|dp| {
+            let s = dp.stats();
+            json!({
+                "encapsulated": s.encapsulated,
+                "encapsulated_bytes": s.encapsulated_bytes,
+                "decapsulated": s.decapsulated,
+                "decapsulated_bytes": s.decapsulated_bytes,
+                "native_forwarded": s.native_forwarded,
+                "misses_reported": s.misses_reported,
+                "misses_suppressed": s.misses_suppressed,
+                "drops": s.drops,
+            })
+        }),
+        Err(_) => return Err((StatusCode::INTERNAL_SERVER_ERROR, "data plane lock poisoned".into())),
+    };
     with_node(&shared, |n| {
         let s = n.stats();
         let registrations = n.map_server().map(|m| m.registrations().len());
@@ -61,7 +78,33 @@ async fn stats(State(shared): State<Arc<Shared>>) -> ApiResult {
             "forwarded_requests": s.forwarded_requests,
             "registrations_expired": s.registrations_expired,
             "registrations": registrations,
+            "itr": n.itr().map(itr_stats),
+            "data_plane": data_plane,
         }))
+    })
+}
+
+fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
+    let s = itr.stats();
+    json!({
+        "map_cache_entries": itr.map_cache().len(),
+        "pending": itr.pending_len(),
+        "misses": s.misses,
+        "misses_cached": s.misses_cached,
+        "misses_pending": s.misses_pending,
+        "misses_dropped": s.misses_dropped,
+        "requests": s.requests,
+        "timeouts": s.timeouts,
+        "hold_downs": s.hold_downs,
+        "requests_delayed": s.requests_delayed,
+        "replies_accepted": s.replies_accepted,
+        "replies_unmatched": s.replies_unmatched,
+        "records_refused": s.records_refused,
+        "installed": s.installed,
+        "negative_installed": s.negative_installed,
+        "refreshes": s.refreshes,
+        "expired": s.expired,
+        "evicted": s.evicted,
     })
 }
 
@@ -187,6 +230,43 @@ async fn database(State(shared): State<Arc<Shared>>) -> ApiResult {
                 "next_register_in_secs": secs_until(r.next, now),
             })).collect::<Vec<_>>(),
         }))
+    })
+}
+
+#[derive(Deserialize)]
+struct IidFilter {
+    iid: Option<u32>,
+}
+
+async fn map_cache(State(shared): State<Arc<Shared>>, Query(f): Query<IidFilter>) -> ApiResult {
+    let now = Instant::now();
+    with_node(&shared, |n| {
+        let Some(itr) = n.itr() else { return Json(json!([])) };
+        Json(Value::Array(
+            itr.map_cache()
+                .iter()
+                .filter(|m| f.iid.is_none_or(|i| m.prefix.iid == i))
+                .take(10_000)
+                .map(|m| {
+                    json!({
+                        "prefix": m.prefix.to_string(),
+                        "iid": m.prefix.iid,
+                        "locators": m.rlocs.iter().map(|r| json!({
+                            "address": r.addr.to_string(),
+                            "priority": r.priority,
+                            "weight": r.weight,
+                            "reachable": r.reachable,
+                        })).collect::<Vec<_>>(),
+                        "negative": m.is_negative(),
+                        "action": m.action.to_string(),
+                        "authoritative": m.authoritative,
+                        "ttl_secs": m.ttl.as_secs(),
+                        "expires_in_secs": secs_until(m.expires, now),
+                        "used_recently": m.used_recently(),
+                    })
+                })
+                .collect(),
+        ))
     })
 }
 

@@ -24,8 +24,15 @@
 //! - RLOC: priority 1, weight 100, m-priority 255 (not for multicast), m-weight 0, `local` true
 //!   (set it to false for locators of the site's other ETRs).
 //! - `EtrConfig::first_nonce` is 0: the daemon replaces it with the nonce saved in `state-dir`.
+//! - `xtr.rlocs` (our RLOCs: the ETR data plane listens on them, the ITR sends from them and
+//!   names them as ITR-RLOCs): the `local` locators of the database.
+//! - `[xtr.data-plane]`: `underlay-mtu` 1500 (the TUN devices get 36 or 56 bytes less),
+//!   `flow-cache` 4096 slots per ITR worker; `xtr.map-cache-size`: 100 000 entries.
+//!
+//! The data plane (TUN devices, encapsulation, decapsulation) runs for the instances that name
+//! a `tun`; an ETR without any keeps only its control plane (registration, Map-Replies).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -60,10 +67,10 @@ pub struct DaemonConfig {
     pub node: NodeSettings,
     /// What the protocol code runs.
     pub core: NodeConfig,
-    /// `xtr.map-resolvers`: validated, not used until the ITR role exists.
+    /// `xtr.map-resolvers` (the ITR asks them; `loci lig --config` too).
     pub map_resolvers: Vec<IpAddr>,
-    /// `xtr.instance[].tun`: TUN device name per instance ID, for the data plane.
-    pub tun_devices: BTreeMap<u32, String>,
+    /// The data plane, when an xTR role runs and some instance names a TUN device.
+    pub data_plane: Option<loci_dataplane::Config>,
 }
 
 /// `[node]`: what the daemon itself needs.
@@ -140,10 +147,18 @@ pub fn summary(cfg: &DaemonConfig) -> String {
     if !cfg.map_resolvers.is_empty() {
         roles.push(format!("{} map-resolver(s) for lookups", cfg.map_resolvers.len()));
     }
-    if !cfg.tun_devices.is_empty() {
-        roles.push(format!("{} TUN device(s) named", cfg.tun_devices.len()));
+    if let Some(itr) = &c.itr {
+        roles.push(format!("itr with RLOC(s) {}", list(&itr.rlocs)));
+    }
+    if let Some(dp) = &cfg.data_plane {
+        let tuns: Vec<String> = dp.instances.iter().map(|i| format!("{} (iid {})", i.tun, i.iid)).collect();
+        roles.push(format!("data plane on {}, MTU {}", tuns.join(" "), dp.tun_mtu()));
     }
     format!("node {}: {}", cfg.node.name, roles.join(", "))
+}
+
+fn list(a: &[IpAddr]) -> String {
+    a.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" ")
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig> {
@@ -330,8 +345,18 @@ struct RawXtr {
     #[serde(default)]
     site_id: u64,
     record_ttl: Option<u32>,
+    rlocs: Option<Vec<String>>,
+    map_cache_size: Option<usize>,
+    data_plane: Option<RawDataPlane>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDataPlane {
+    underlay_mtu: Option<u32>,
+    flow_cache: Option<usize>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -359,6 +384,9 @@ struct RawInstance {
     #[serde(default)]
     iid: u32,
     tun: Option<String>,
+    #[serde(default)]
+    routes: Vec<String>,
+    table: Option<u32>,
     #[serde(default)]
     database: Vec<RawMapping>,
 }
@@ -550,15 +578,12 @@ impl Ctx<'_> {
         let map_server = raw.map_server.as_ref().map(|ms| self.map_server(ms)).transpose()?;
         let map_resolver =
             raw.map_resolver.as_ref().map(|mr| self.map_resolver(mr, map_server.is_some())).transpose()?;
-        let (etr, map_resolvers, tun_devices) = match &raw.xtr {
-            Some(x) => {
-                let (etr, mrs, tuns) = self.xtr(x, &node.name)?;
-                (Some(etr), mrs, tuns)
-            }
-            None => (None, Vec::new(), BTreeMap::new()),
+        let x = match &raw.xtr {
+            Some(x) => self.xtr(x, &node)?,
+            None => Xtr::default(),
         };
-        let core = NodeConfig { name: node.name.clone(), map_server, map_resolver, etr, itr: None, limits };
-        Ok(DaemonConfig { node, core, map_resolvers, tun_devices })
+        let core = NodeConfig { name: node.name.clone(), map_server, map_resolver, etr: x.etr, itr: x.itr, limits };
+        Ok(DaemonConfig { node, core, map_resolvers: x.map_resolvers, data_plane: x.data_plane })
     }
 
     fn node(&self, raw: &RawNode) -> Result<NodeSettings> {
@@ -883,9 +908,9 @@ impl Ctx<'_> {
         Ok(MapResolverConfig { map_servers })
     }
 
-    fn xtr(&self, raw: &RawXtr, node_name: &str) -> Result<(EtrConfig, Vec<IpAddr>, BTreeMap<u32, String>)> {
+    fn xtr(&self, raw: &RawXtr, node: &NodeSettings) -> Result<Xtr> {
         if raw.roles.is_empty() {
-            return Err(self.err("xtr.roles", "no role: say roles = [\"etr\"]"));
+            return Err(self.err("xtr.roles", "no role: say roles = [\"itr\", \"etr\"]"));
         }
         for (i, r) in raw.roles.iter().enumerate() {
             let field = format!("xtr.roles[{i}]");
@@ -895,14 +920,16 @@ impl Ctx<'_> {
                 Role::Pitr => "pitr",
                 Role::Petr => "petr",
             };
-            if *r != Role::Etr {
-                return Err(self.err(&field, format!("role \"{name}\" is not supported yet (only \"etr\" is)")));
+            if !matches!(r, Role::Etr | Role::Itr) {
+                return Err(self.err(&field, format!("role \"{name}\" is not supported yet (\"itr\" and \"etr\" are)")));
             }
             if raw.roles[..i].contains(r) {
                 return Err(self.err(&field, format!("role \"{name}\" is listed twice")));
             }
         }
-        // Only the ETR exists so far: everything below is its configuration.
+        let is_etr = raw.roles.contains(&Role::Etr);
+        let is_itr = raw.roles.contains(&Role::Itr);
+
         let mut map_servers: Vec<RegisterPeer> = Vec::new();
         for (i, p) in raw.map_servers.iter().enumerate() {
             let at = format!("xtr.map-servers[{i}]");
@@ -923,7 +950,7 @@ impl Ctx<'_> {
             let (key_id, key) = auth.keys.into_iter().next().unwrap_or_default();
             map_servers.push(RegisterPeer { address, key_id, key, policy: auth.policy });
         }
-        if map_servers.is_empty() {
+        if is_etr && map_servers.is_empty() {
             return Err(self.err("xtr.map-servers", "the etr role needs at least one map-server to register with"));
         }
 
@@ -936,28 +963,31 @@ impl Ctx<'_> {
             }
             map_resolvers.push(ip);
         }
+        if is_itr && map_resolvers.is_empty() {
+            return Err(self.err("xtr.map-resolvers", "the itr role needs at least one map-resolver to ask"));
+        }
 
         let mut database: Vec<DatabaseMapping> = Vec::new();
-        let mut tuns: BTreeMap<u32, String> = BTreeMap::new();
+        let mut instances: Vec<loci_dataplane::Instance> = Vec::new();
+        // Whether an instance with a TUN device carries IPv6 EIDs (its MTU must then be >= 1280).
+        let mut v6_eids: Option<String> = None;
         let mut iids: HashSet<u32> = HashSet::new();
+        let mut tun_names: HashSet<&str> = HashSet::new();
         for (i, inst) in raw.instance.iter().enumerate() {
             let at = format!("xtr.instance[{i}]");
             if !iids.insert(inst.iid) {
                 return Err(self.err(&format!("{at}.iid"), format!("instance {} is defined twice", inst.iid)));
             }
-            if let Some(tun) = &inst.tun {
-                // Linux interface names: 1-15 bytes, no '/', no whitespace.
-                if tun.is_empty()
-                    || tun.len() > 15
-                    || tun.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
-                {
-                    return Err(self.err(
-                        &format!("{at}.tun"),
-                        format!("{tun:?} is not an interface name (1-15 bytes, no '/' or space)"),
-                    ));
+            let mut routes = Vec::new();
+            for (j, r) in inst.routes.iter().enumerate() {
+                let field = format!("{at}.routes[{j}]");
+                let p = self.eid_prefix(&field, r, Some(inst.iid))?;
+                if routes.contains(&p.net) {
+                    return Err(self.err(&field, format!("{r} is listed twice")));
                 }
-                tuns.insert(inst.iid, tun.clone());
+                routes.push(p.net);
             }
+            let db_start = database.len();
             for (j, m) in inst.database.iter().enumerate() {
                 let mat = format!("{at}.database[{j}]");
                 let prefix = self.eid_prefix(&format!("{mat}.prefix"), &m.prefix, Some(inst.iid))?;
@@ -979,23 +1009,126 @@ impl Ctx<'_> {
                 }
                 database.push(DatabaseMapping { prefix, locators });
             }
+            match &inst.tun {
+                Some(tun) => {
+                    // Linux interface names: 1-15 bytes, no '/', no whitespace.
+                    if tun.is_empty()
+                        || tun.len() > 15
+                        || tun.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
+                    {
+                        return Err(self.err(
+                            &format!("{at}.tun"),
+                            format!("{tun:?} is not an interface name (1-15 bytes, no '/' or space)"),
+                        ));
+                    }
+                    if !tun_names.insert(tun) {
+                        return Err(self.err(&format!("{at}.tun"), format!("{tun} serves another instance already")));
+                    }
+                    let v6 = routes.iter().any(|r| matches!(r, IpNet::V6(_)))
+                        || database[db_start..].iter().any(|d| matches!(d.prefix.net, IpNet::V6(_)));
+                    if v6 && v6_eids.is_none() {
+                        v6_eids = Some(at.clone());
+                    }
+                    if inst.table == Some(0) {
+                        return Err(self.err(&format!("{at}.table"), "routing table 0 does not exist (main is 254)"));
+                    }
+                    instances.push(loci_dataplane::Instance {
+                        iid: inst.iid,
+                        tun: tun.clone(),
+                        routes,
+                        table: inst.table,
+                    });
+                }
+                None if !routes.is_empty() || inst.table.is_some() => {
+                    return Err(
+                        self.err(&format!("{at}.routes"), "routes go into a TUN device: give this instance a tun")
+                    );
+                }
+                None => {}
+            }
         }
-        if database.is_empty() {
+        if is_etr && database.is_empty() {
             return Err(self.err(
                 "xtr.instance",
                 "the etr role needs a database: add [[xtr.instance]] with database = [{ prefix = ..., rlocs = [...] }]",
             ));
         }
+        if is_itr && instances.is_empty() {
+            return Err(
+                self.err("xtr.instance", "the itr role reads packets from a TUN device: give an instance a tun")
+            );
+        }
+
+        let rlocs = self.rlocs(raw, &database)?;
+        if is_itr {
+            self.itr_rlocs(&rlocs, &map_resolvers, node)?;
+        }
+        if is_etr && !instances.is_empty() && rlocs.is_empty() {
+            return Err(self.err(
+                "xtr.instance",
+                "the etr data plane receives on our RLOCs, and no database locator is local: list xtr.rlocs",
+            ));
+        }
+
+        let dp = raw.data_plane.as_ref();
+        let underlay_mtu = match dp.and_then(|d| d.underlay_mtu) {
+            None => 1500,
+            Some(m) => u16::try_from(m)
+                .ok()
+                .filter(|&m| m >= 1280)
+                .ok_or_else(|| self.err("xtr.data-plane.underlay-mtu", format!("{m} is out of range 1280-65535")))?,
+        };
+        let flow_cache_slots = dp.and_then(|d| d.flow_cache).unwrap_or(4096);
+        if flow_cache_slots > 1 << 24 {
+            return Err(self.err("xtr.data-plane.flow-cache", format!("{flow_cache_slots} slots: at most 16777216")));
+        }
+        let data_plane = (!instances.is_empty()).then(|| loci_dataplane::Config {
+            instances,
+            rlocs: rlocs.clone(),
+            itr: is_itr,
+            etr: is_etr,
+            underlay_mtu,
+            flow_cache_slots,
+        });
+        if let (Some(dp), Some(at)) = (&data_plane, &v6_eids) {
+            if dp.tun_mtu() < 1280 {
+                return Err(self.err(
+                    "xtr.data-plane.underlay-mtu",
+                    format!(
+                        "{underlay_mtu} leaves {} bytes after encapsulation, but IPv6 EIDs ({at}) need 1280",
+                        dp.tun_mtu()
+                    ),
+                ));
+            }
+        }
+
+        let mut itr = None;
+        if is_itr {
+            let mut c = loci_core::itr::ItrConfig {
+                map_resolvers: map_resolvers.iter().map(|&a| SocketAddr::new(a, DEFAULT_CONTROL_PORT)).collect(),
+                rlocs: rlocs.clone(),
+                ..Default::default()
+            };
+            if let Some(n) = raw.map_cache_size {
+                if n == 0 || n > 10_000_000 {
+                    return Err(self.err("xtr.map-cache-size", format!("{n} is out of range 1-10000000")));
+                }
+                c.cache.max_entries = n;
+            }
+            itr = Some(c);
+        } else if raw.map_cache_size.is_some() {
+            return Err(self.err("xtr.map-cache-size", "only the itr role has a map-cache"));
+        }
 
         let xtr_id = match &raw.xtr_id {
             Some(s) => self.xtr_id("xtr.xtr-id", s)?,
-            None => fnv1a_128(node_name.as_bytes()),
+            None => fnv1a_128(node.name.as_bytes()),
         };
         let record_ttl = raw.record_ttl.unwrap_or(DEFAULT_RECORD_TTL);
         if record_ttl == 0 {
             return Err(self.err("xtr.record-ttl", "a TTL of 0 would make every cache drop our mappings at once"));
         }
-        let etr = EtrConfig {
+        let etr = is_etr.then_some(EtrConfig {
             database,
             map_servers,
             proxy_reply: raw.proxy_reply,
@@ -1004,8 +1137,64 @@ impl Ctx<'_> {
             site_id: raw.site_id,
             record_ttl,
             first_nonce: 0,
-        };
-        Ok((etr, map_resolvers, tuns))
+        });
+        Ok(Xtr { etr, itr, map_resolvers, data_plane })
+    }
+
+    /// `xtr.rlocs`, or the local locators of the database.
+    fn rlocs(&self, raw: &RawXtr, database: &[DatabaseMapping]) -> Result<Vec<IpAddr>> {
+        let mut out = Vec::new();
+        match &raw.rlocs {
+            Some(list) => {
+                for (i, s) in list.iter().enumerate() {
+                    let field = format!("xtr.rlocs[{i}]");
+                    let ip = self.ip(&field, s)?;
+                    if out.contains(&ip) {
+                        return Err(self.err(&field, format!("{ip} is listed twice")));
+                    }
+                    if ip.is_unspecified() || ip.is_multicast() {
+                        return Err(self.err(&field, format!("{ip} cannot be an RLOC")));
+                    }
+                    out.push(ip);
+                }
+                if out.is_empty() {
+                    return Err(self.err("xtr.rlocs", "no RLOC"));
+                }
+            }
+            None => {
+                for l in database.iter().flat_map(|d| &d.locators).filter(|l| l.local) {
+                    if let Some(ip) = l.address.ip() {
+                        if !out.contains(&ip) {
+                            out.push(ip);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ITR needs an RLOC to send Map-Requests from, and Map-Replies come back to it on the
+    /// control port, so the daemon must listen there.
+    fn itr_rlocs(&self, rlocs: &[IpAddr], map_resolvers: &[IpAddr], node: &NodeSettings) -> Result<()> {
+        if rlocs.is_empty() {
+            return Err(
+                self.err("xtr.rlocs", "the itr role needs an RLOC: list xtr.rlocs or give the database local locators")
+            );
+        }
+        if !map_resolvers.iter().any(|m| rlocs.iter().any(|r| r.is_ipv4() == m.is_ipv4())) {
+            return Err(self.err("xtr.map-resolvers", "no map-resolver of the same address family as an RLOC"));
+        }
+        for r in rlocs {
+            let heard = node.listen.iter().any(|l| l == r || (l.is_unspecified() && l.is_ipv4() == r.is_ipv4()));
+            if !heard {
+                return Err(self.err(
+                    "node.listen",
+                    format!("Map-Replies come back to RLOC {r}: listen on it (or on the unspecified address)"),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn locator(&self, at: &str, raw: &RawRloc) -> Result<Locator> {
@@ -1087,6 +1276,15 @@ impl Ctx<'_> {
         }
         Ok(self.dir.join(p))
     }
+}
+
+/// What `[xtr]` configures.
+#[derive(Default)]
+struct Xtr {
+    etr: Option<EtrConfig>,
+    itr: Option<loci_core::itr::ItrConfig>,
+    map_resolvers: Vec<IpAddr>,
+    data_plane: Option<loci_dataplane::Config>,
 }
 
 struct Auth {
@@ -1291,7 +1489,15 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
 "#;
         let c = check(text).expect("valid");
         assert_eq!(c.map_resolvers, vec![ip("192.0.2.10"), ip("2001:db8::10")]);
-        assert_eq!(c.tun_devices, BTreeMap::from([(0, "loci0".to_owned())]));
+        let dp = c.data_plane.expect("a TUN device is named: the data plane runs");
+        assert_eq!(
+            dp.instances,
+            vec![loci_dataplane::Instance { iid: 0, tun: "loci0".into(), routes: vec![], table: None }]
+        );
+        assert!(dp.etr && !dp.itr);
+        assert_eq!(dp.rlocs, vec![ip("203.0.113.1")], "the local locators; not the site's other ETR");
+        assert_eq!((dp.underlay_mtu, dp.tun_mtu(), dp.flow_cache_slots), (1500, 1464, 4096));
+        assert!(c.core.itr.is_none());
         let etr = c.core.etr.expect("etr");
         assert!(etr.proxy_reply && etr.merge);
         assert_eq!(
@@ -1591,10 +1797,89 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
 
     #[test]
     fn unsupported_roles() {
-        fails(&ETR.replace("[\"etr\"]", "[\"etr\", \"itr\"]"), 4, "xtr.roles[1]", "role \"itr\" is not supported yet");
         fails(&ETR.replace("[\"etr\"]", "[\"pitr\"]"), 4, "xtr.roles[0]", "not supported yet");
         fails(&ETR.replace("[\"etr\"]", "[\"xtr\"]"), 4, "xtr.roles[0]", "unknown variant `xtr`");
         fails(&ETR.replace("[\"etr\"]", "[]"), 4, "xtr.roles", "no role");
+    }
+
+    /// A minimal xTR with both roles and the data plane.
+    const XTR: &str = r#"[node]
+name = "xtr-a"
+[xtr]
+roles = ["itr", "etr"]
+map-servers = [{ address = "192.0.2.10", auth = { algorithm = "hmac-sha256-128", key = "k" } }]
+map-resolvers = ["192.0.2.10"]
+[[xtr.instance]]
+iid = 7
+tun = "lisp7"
+routes = ["10.2.0.0/16", "2001:db8:2::/48"]
+database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
+"#;
+
+    #[test]
+    fn itr_and_data_plane() {
+        let c = check(XTR).expect("valid");
+        let itr = c.core.itr.expect("itr");
+        assert_eq!(itr.map_resolvers, vec!["192.0.2.10:4342".parse::<SocketAddr>().expect("sa")]);
+        assert_eq!(itr.rlocs, vec![ip("203.0.113.1")]);
+        assert_eq!(itr.cache.max_entries, 100_000);
+        let dp = c.data_plane.expect("data plane");
+        assert!(dp.itr && dp.etr);
+        let routes: Vec<IpNet> = vec!["10.2.0.0/16".parse().expect("net"), "2001:db8:2::/48".parse().expect("net")];
+        assert_eq!(dp.instances, vec![loci_dataplane::Instance { iid: 7, tun: "lisp7".into(), routes, table: None }]);
+        // ITR only: no map-servers or database needed, explicit RLOCs and knobs.
+        let itr_only = XTR
+            .replace("[\"itr\", \"etr\"]", "[\"itr\"]")
+            .replace("database = [{ prefix = \"10.1.1.0/24\", rlocs = [{ address = \"203.0.113.1\" }] }]", "")
+            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\", \"2001:db8::1\"]\nmap-cache-size = 50\n[xtr.data-plane]\nunderlay-mtu = 9000\nflow-cache = 0\n[[xtr.instance]]");
+        let c = check(&itr_only).expect("itr only");
+        assert!(c.core.etr.is_none());
+        assert_eq!(c.core.itr.expect("itr").cache.max_entries, 50);
+        let dp = c.data_plane.expect("data plane");
+        assert_eq!((dp.rlocs.len(), dp.tun_mtu(), dp.flow_cache_slots), (2, 9000 - 56, 0));
+    }
+
+    #[test]
+    fn itr_errors() {
+        fails(
+            &XTR.replace("map-resolvers = [\"192.0.2.10\"]\n", ""),
+            3,
+            "xtr.map-resolvers",
+            "at least one map-resolver",
+        );
+        fails(&XTR.replace("tun = \"lisp7\"\n", ""), 9, "xtr.instance[0].routes", "give this instance a tun");
+        fails(
+            &XTR.replace("tun = \"lisp7\"\nroutes = [\"10.2.0.0/16\", \"2001:db8:2::/48\"]\n", ""),
+            7,
+            "xtr.instance",
+            "reads packets from a TUN",
+        );
+        fails(&XTR.replace("10.2.0.0/16", "10.2.0.1/16"), 10, "xtr.instance[0].routes[0]", "host bits");
+        fails(&XTR.replace("\"2001:db8:2::/48\"", "\"10.2.0.0/16\""), 10, "xtr.instance[0].routes[1]", "listed twice");
+        fails(
+            &XTR.replace("[node]\n", "[node]\nlisten = [\"127.0.0.1\"]\n"),
+            2,
+            "node.listen",
+            "Map-Replies come back to RLOC 203.0.113.1",
+        );
+        fails(&XTR.replace("roles", "rlocs = [\"2001:db8::1\"]\nroles"), 7, "xtr.map-resolvers", "same address family");
+        fails(&XTR.replace("roles", "rlocs = []\nroles"), 4, "xtr.rlocs", "no RLOC");
+        let with_mtu = |m: u32| {
+            XTR.replace("[[xtr.instance]]", &format!("[xtr.data-plane]\nunderlay-mtu = {m}\n[[xtr.instance]]"))
+        };
+        fails(&with_mtu(1300), 8, "xtr.data-plane.underlay-mtu", "IPv6 EIDs (xtr.instance[0]) need 1280");
+        fails(&with_mtu(70000), 8, "xtr.data-plane.underlay-mtu", "out of range");
+        assert!(check(&with_mtu(1300).replace(", \"2001:db8:2::/48\"", "")).is_ok(), "IPv4 EIDs only: 1264 will do");
+        let etr_only = XTR.replace("[\"itr\", \"etr\"]", "[\"etr\"]").replace("roles", "map-cache-size = 9\nroles");
+        fails(&etr_only, 4, "xtr.map-cache-size", "only the itr role");
+        let no_local =
+            XTR.replace("[\"itr\", \"etr\"]", "[\"etr\"]").replace("203.0.113.1\" }", "203.0.113.1\", local = false }");
+        fails(&no_local, 7, "xtr.instance", "no database locator is local");
+        fails(&XTR.replace("iid = 7", "iid = 7\ntable = 0"), 9, "xtr.instance[0].table", "table 0");
+        let tabled = check(&XTR.replace("iid = 7", "iid = 7\ntable = 107")).expect("valid");
+        assert_eq!(tabled.data_plane.expect("dp").instances[0].table, Some(107));
+        let two = format!("{XTR}[[xtr.instance]]\niid = 8\ntun = \"lisp7\"\n");
+        fails(&two, 14, "xtr.instance[1].tun", "serves another instance");
     }
 
     #[test]

@@ -16,7 +16,7 @@ use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, state, sys};
+use crate::{api, state, sys, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -57,6 +57,8 @@ pub struct Shared {
     /// Woken when the node may want its timer earlier.
     pub timer: Notify,
     pub started: Instant,
+    /// The xTR data plane, when one runs (taken out to stop it).
+    pub data_plane: Mutex<Option<loci_dataplane::DataPlane>>,
     /// When the timer task looks at the node next, in nanoseconds since `started`; written and
     /// read under the node lock, so a receive thread wakes the task only when it must.
     timer_at: AtomicU64,
@@ -65,7 +67,7 @@ pub struct Shared {
 impl Shared {
     /// Sends everything the node has queued, from the socket bound to the requested source (or
     /// the first of the destination's family), in batches per socket.
-    fn flush(&self, node: &mut Node) {
+    pub fn flush(&self, node: &mut Node) {
         let mut queued: Vec<(usize, Transmit)> = Vec::new();
         while let Some(t) = node.poll_transmit() {
             let socket = self
@@ -91,7 +93,7 @@ impl Shared {
 
     /// Wakes the timer task if the node wants it before it planned to look. Call with the node
     /// locked.
-    fn wake_timer_for(&self, node: &Node) {
+    pub fn wake_timer_for(&self, node: &Node) {
         let due = node.poll_timeout().map_or(u64::MAX, |t| self.nanos(t));
         if due < self.timer_at.load(Ordering::Relaxed) {
             self.timer.notify_one();
@@ -128,11 +130,19 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
+    let (data_plane, misses) = match &cfg.data_plane {
+        Some(dp) => {
+            let (dp, rx) = xtr::start(dp, &node)?;
+            (Some(dp), Some(rx))
+        }
+        None => (None, None),
+    };
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
         sockets,
         timer: Notify::new(),
         started: Instant::now(),
+        data_plane: Mutex::new(data_plane),
         timer_at: AtomicU64::new(0),
     });
     tracing::info!(name = %cfg.node.name, listen = ?cfg.node.listen, port = cfg.node.control_port, "loci running");
@@ -146,6 +156,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             .context("cannot start a receive thread")?;
     }
     tokio::spawn(timers(shared.clone()));
+    if let Some(rx) = misses {
+        tokio::spawn(xtr::misses(shared.clone(), rx));
+    }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
 
@@ -161,6 +174,10 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     };
     state::save(&cfg.node.state_dir, &snapshot)?;
     let _ = std::fs::remove_file(&cfg.node.api_socket);
+    let dp = shared.data_plane.lock().ok().and_then(|mut d| d.take());
+    if let Some(dp) = dp {
+        dp.stop();
+    }
     Ok(())
 }
 

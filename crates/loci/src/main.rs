@@ -10,6 +10,7 @@ mod lig;
 mod show;
 mod state;
 mod sys;
+mod xtr;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -46,7 +47,7 @@ enum Command {
         /// Read the API socket path from this configuration
         #[arg(short, long)]
         config: Option<PathBuf>,
-        /// Only this instance ID (registrations)
+        /// Only this instance ID (registrations, map-cache)
         #[arg(long)]
         iid: Option<u32>,
         /// Only registrations inside this prefix
@@ -129,6 +130,7 @@ enum ShowWhat {
     Registrations,
     Subscriptions,
     Database,
+    MapCache,
     Stats,
 }
 
@@ -183,6 +185,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 }
                 ShowWhat::Subscriptions => "/subscriptions".into(),
                 ShowWhat::Database => "/database".into(),
+                ShowWhat::MapCache => match iid {
+                    Some(i) => format!("/map-cache?iid={i}"),
+                    None => "/map-cache".into(),
+                },
                 ShowWhat::Stats => "/stats".into(),
             };
             let v = runtime()?.block_on(api::get(&socket, &path))?;
@@ -196,6 +202,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ShowWhat::Registrations => show::registrations(&v),
                         ShowWhat::Subscriptions => show::subscriptions(&v),
                         ShowWhat::Database => show::database(&v),
+                        ShowWhat::MapCache => show::map_cache(&v),
                         ShowWhat::Stats => show::stats(&v),
                     }
                 );

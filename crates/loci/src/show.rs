@@ -116,6 +116,18 @@ pub fn stats(v: &Value) -> String {
             rows.push(vec!["counter".into(), k.replace('_', "-"), s(&v[k])]);
         }
     }
+    for (section, key) in [("itr", "itr"), ("data-plane", "data_plane")] {
+        if let Some(m) = v[key].as_object() {
+            for (k, n) in m.iter().filter(|(_, n)| !n.is_object()) {
+                rows.push(vec![section.to_string(), k.replace('_', "-"), s(n)]);
+            }
+        }
+    }
+    if let Some(m) = v["data_plane"]["drops"].as_object() {
+        for (k, n) in m {
+            rows.push(vec!["data-plane dropped".to_string(), k.clone(), s(n)]);
+        }
+    }
     out += &table(&["", "WHAT", "COUNT"], &rows);
     if let Some(m) = v["site_drops"].as_object().filter(|m| !m.is_empty()) {
         out += "\ndrops per site:\n";
@@ -123,6 +135,25 @@ pub fn stats(v: &Value) -> String {
         out += &table(&["SITE", "DROPS"], &rows);
     }
     out
+}
+
+pub fn map_cache(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            vec![
+                s(&m["prefix"]),
+                if m["negative"] == true { format!("negative: {}", s(&m["action"])) } else { locators(&m["locators"]) },
+                format!("{}s", s(&m["ttl_secs"])),
+                format!("{}s", s(&m["expires_in_secs"])),
+                if m["used_recently"] == true { "yes".into() } else { "no".into() },
+            ]
+        })
+        .collect();
+    table(&["EID-PREFIX", "LOCATORS (priority/weight) OR ACTION", "TTL", "EXPIRES", "IN USE"], &rows)
 }
 
 pub fn subscriptions(v: &Value) -> String {
@@ -178,6 +209,36 @@ pub fn database(v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_cache_rows() {
+        let v = serde_json::json!([
+            {"prefix": "[7]10.2.0.0/16", "negative": false, "action": "no-action", "ttl_secs": 86400,
+             "expires_in_secs": 86399, "used_recently": true,
+             "locators": [{"address": "192.0.2.2", "priority": 1, "weight": 100, "reachable": true}]},
+            {"prefix": "10.9.0.0/16", "negative": true, "action": "native-forward", "ttl_secs": 900,
+             "expires_in_secs": 12, "used_recently": false, "locators": []},
+        ]);
+        let t = map_cache(&v);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].starts_with("[7]10.2.0.0/16  192.0.2.2 (1/100)"), "{t}");
+        assert!(lines[1].ends_with("86400s  86399s   yes"), "{t}");
+        assert!(lines[2].contains("negative: native-forward") && lines[2].ends_with("no"), "{t}");
+    }
+
+    #[test]
+    fn stats_include_the_data_plane() {
+        let v = serde_json::json!({
+            "node": "xa", "uptime_secs": 5, "received": {}, "sent": {}, "drops": {},
+            "itr": {"misses": 2, "map_cache_entries": 1},
+            "data_plane": {"encapsulated": 10, "drops": {"map-cache-miss": 2}},
+        });
+        let t = stats(&v);
+        assert!(t.contains("itr                 misses             2"), "{t}");
+        assert!(t.contains("data-plane          encapsulated       10"), "{t}");
+        assert!(t.contains("data-plane dropped  map-cache-miss     2"), "{t}");
+    }
 
     #[test]
     fn aligns_columns() {

@@ -1,0 +1,42 @@
+//! The xTR data plane inside the daemon: loci-dataplane's workers read the node's map-cache
+//! snapshots without locks, and the destinations they miss come back here to the node, which
+//! sends the Map-Requests.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use loci_core::node::Node;
+use loci_dataplane::{DataPlane, Miss};
+use tokio::sync::mpsc;
+
+use crate::daemon::Shared;
+
+/// Misses waiting for the control plane; more are dropped (and counted by the data plane):
+/// the next packet to the destination reports it again.
+const MISS_QUEUE: usize = 1024;
+
+/// Creates the TUN devices and routes and starts the workers.
+pub fn start(cfg: &loci_dataplane::Config, node: &Node) -> anyhow::Result<(DataPlane, mpsc::Receiver<Miss>)> {
+    let (tx, rx) = mpsc::channel(MISS_QUEUE);
+    let reader = node.itr().map(|i| i.reader());
+    let sink: loci_dataplane::MissSink = Arc::new(move |m| tx.try_send(m).is_ok());
+    let dp = DataPlane::start(cfg, reader, sink).context("cannot start the data plane (needs CAP_NET_ADMIN)")?;
+    Ok((dp, rx))
+}
+
+/// Hands misses to the node, a burst at a time under one lock, and sends its Map-Requests.
+pub async fn misses(shared: Arc<Shared>, mut rx: mpsc::Receiver<Miss>) {
+    while let Some(first) = rx.recv().await {
+        let Ok(mut node) = shared.node.lock() else { return };
+        let now = Instant::now();
+        node.handle_miss(now, first.iid, first.dst, first.src);
+        for _ in 0..256 {
+            let Ok(m) = rx.try_recv() else { break };
+            node.handle_miss(now, m.iid, m.dst, m.src);
+        }
+        shared.flush(&mut node);
+        // Retransmissions are due a second from now.
+        shared.wake_timer_for(&node);
+    }
+}
