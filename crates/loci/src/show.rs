@@ -22,6 +22,11 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// The elements of a JSON array, or none when it is not one.
+fn items(v: &Value) -> &[Value] {
+    v.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
 fn s(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
@@ -31,7 +36,7 @@ fn s(v: &Value) -> String {
 }
 
 fn locators(v: &Value) -> String {
-    let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
+    let list = items(v);
     list.iter()
         .map(|l| {
             format!(
@@ -54,13 +59,10 @@ fn counters(v: &Value) -> String {
 }
 
 pub fn sites(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(v)
         .iter()
         .map(|site| {
-            let prefixes = site["eid_prefixes"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let prefixes = items(&site["eid_prefixes"]);
             let p = prefixes
                 .iter()
                 .map(|p| format!("{}{}", s(&p["prefix"]), if p["accept_more_specifics"] == true { "+" } else { "" }))
@@ -73,13 +75,10 @@ pub fn sites(v: &Value) -> String {
 }
 
 pub fn registrations(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(v)
         .iter()
         .map(|r| {
-            let xtrs = r["xtrs"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let xtrs = items(&r["xtrs"]);
             let last = xtrs.last().cloned().unwrap_or(Value::Null);
             vec![
                 s(&r["prefix"]),
@@ -138,10 +137,7 @@ pub fn stats(v: &Value) -> String {
 }
 
 pub fn map_cache(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(v)
         .iter()
         .map(|m| {
             vec![
@@ -157,13 +153,10 @@ pub fn map_cache(v: &Value) -> String {
 }
 
 pub fn subscriptions(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(v)
         .iter()
         .map(|r| {
-            let rlocs = r["itr_rlocs"].as_array().map(Vec::as_slice).unwrap_or_default();
+            let rlocs = items(&r["itr_rlocs"]);
             vec![
                 s(&r["prefix"]),
                 s(&r["xtr_id"]),
@@ -177,18 +170,10 @@ pub fn subscriptions(v: &Value) -> String {
 }
 
 pub fn database(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["mappings"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
-        .iter()
-        .map(|m| vec![s(&m["prefix"]), locators(&m["locators"])])
-        .collect();
+    let rows: Vec<Vec<String>> =
+        items(&v["mappings"]).iter().map(|m| vec![s(&m["prefix"]), locators(&m["locators"])]).collect();
     let mut out = table(&["EID-PREFIX", "LOCATORS (priority/weight)"], &rows);
-    let rows: Vec<Vec<String>> = v["map_servers"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = items(&v["map_servers"])
         .iter()
         .map(|m| {
             vec![
