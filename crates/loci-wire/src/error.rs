@@ -34,6 +34,17 @@ pub enum Error {
 
 pub type Result<T> = core::result::Result<T, Error>;
 
+impl Error {
+    /// Succeeds when a message's type field holds the type the decoder expects.
+    pub(crate) fn expect_type(expected: u8, found: u8) -> Result<()> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(Error::WrongType { expected, found })
+        }
+    }
+}
+
 /// Oddities the RFCs tell a receiver to tolerate rather than drop. Decoders record them here so
 /// the caller can count them; the message itself is accepted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -165,11 +165,7 @@ impl MapRegister {
 crate::buf::impl_wire!(MapRegister);
 
 fn check_type(found: u8) -> Result<()> {
-    if found == MapRegister::TYPE {
-        Ok(())
-    } else {
-        Err(Error::WrongType { expected: MapRegister::TYPE, found })
-    }
+    Error::expect_type(MapRegister::TYPE, found)
 }
 
 /// The part after the first 32-bit word, shared by Map-Register, Map-Notify and

@@ -131,11 +131,7 @@ impl MapReply {
 crate::buf::impl_wire!(MapReply);
 
 fn check_type(found: u8) -> Result<()> {
-    if found == TYPE {
-        Ok(())
-    } else {
-        Err(Error::WrongType { expected: TYPE, found })
-    }
+    Error::expect_type(TYPE, found)
 }
 
 /// A zero-copy view of a Map-Reply's fixed header (the first 12 bytes): enough to match the

@@ -266,11 +266,7 @@ impl MapRequest {
 crate::buf::impl_wire!(MapRequest);
 
 fn check_type(found: u8) -> Result<()> {
-    if found == TYPE {
-        Ok(())
-    } else {
-        Err(Error::WrongType { expected: TYPE, found })
-    }
+    Error::expect_type(TYPE, found)
 }
 
 /// A zero-copy view of a Map-Request's fixed header (the first 12 bytes), for fast paths that
