@@ -556,9 +556,7 @@ impl Ecm {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let first = r.u32("ECM header")?;
         let found = (first >> 28) as u8;
-        if found != ECM {
-            return Err(Error::WrongType { expected: ECM, found });
-        }
+        Error::expect_type(ECM, found)?;
         r.reserved(first.into(), 0x00ff_ffff);
         let auth = if first & S_BIT != 0 { Some(EcmAuth::read(r)?) } else { None };
         let (inner_ip, udp_len) = InnerIp::read(r)?;
@@ -645,9 +643,7 @@ impl<T: AsRef<[u8]>> EcmPacket<T> {
             return Err(Error::Truncated { what: "ECM header", at: b.len(), need: HEADER_LEN - b.len() });
         }
         let found = b[0] >> 4;
-        if found != ECM {
-            return Err(Error::WrongType { expected: ECM, found });
-        }
+        Error::expect_type(ECM, found)?;
         Ok(EcmPacket { buffer })
     }
 

@@ -100,9 +100,7 @@ impl InfoMessage {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let first = r.u32("Info header")?;
         let found = (first >> 28) as u8;
-        if found != INFO {
-            return Err(Error::WrongType { expected: INFO, found });
-        }
+        Error::expect_type(INFO, found)?;
         r.reserved(first.into(), 0x07ff_ffff);
         let nonce = r.u64("nonce")?;
         let key_id = r.u8("key ID")?;
@@ -169,9 +167,7 @@ impl<T: AsRef<[u8]>> InfoPacket<T> {
             return Err(Error::Truncated { what: "Info header", at: b.len(), need: HEADER_LEN - b.len() });
         }
         let found = b[0] >> 4;
-        if found != INFO {
-            return Err(Error::WrongType { expected: INFO, found });
-        }
+        Error::expect_type(INFO, found)?;
         Ok(InfoPacket { buffer })
     }
 

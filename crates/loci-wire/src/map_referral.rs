@@ -252,9 +252,7 @@ impl MapReferral {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let first = r.u32("Map-Referral header")?;
         let found = (first >> 28) as u8;
-        if found != MAP_REFERRAL {
-            return Err(Error::WrongType { expected: MAP_REFERRAL, found });
-        }
+        Error::expect_type(MAP_REFERRAL, found)?;
         r.reserved(first.into(), 0x0fff_ff00);
         let nonce = r.u64("nonce")?;
         let count = (first & 0xff) as usize;
@@ -292,9 +290,7 @@ impl<T: AsRef<[u8]>> MapReferralPacket<T> {
             return Err(Error::Truncated { what: "Map-Referral header", at: b.len(), need: HEADER_LEN - b.len() });
         }
         let found = b[0] >> 4;
-        if found != MAP_REFERRAL {
-            return Err(Error::WrongType { expected: MAP_REFERRAL, found });
-        }
+        Error::expect_type(MAP_REFERRAL, found)?;
         Ok(MapReferralPacket { buffer })
     }
 

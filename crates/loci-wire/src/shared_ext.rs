@@ -41,9 +41,7 @@ impl SharedExtension {
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         let first = r.u16("Shared Extension header")?;
         let found = (first >> 12) as u8;
-        if found != SHARED_EXTENSION {
-            return Err(Error::WrongType { expected: SHARED_EXTENSION, found });
-        }
+        Error::expect_type(SHARED_EXTENSION, found)?;
         let body = r.bytes(r.remaining(), "Shared Extension body")?.to_vec();
         Ok(SharedExtension { sub_type: first & 0x0fff, body })
     }
@@ -75,9 +73,7 @@ impl<T: AsRef<[u8]>> SharedExtensionPacket<T> {
             return Err(Error::Truncated { what: "Shared Extension header", at: b.len(), need: HEADER_LEN - b.len() });
         }
         let found = b[0] >> 4;
-        if found != SHARED_EXTENSION {
-            return Err(Error::WrongType { expected: SHARED_EXTENSION, found });
-        }
+        Error::expect_type(SHARED_EXTENSION, found)?;
         Ok(SharedExtensionPacket { buffer })
     }
 
