@@ -18,6 +18,7 @@ pub mod map_server;
 pub mod mapping;
 pub mod negative;
 pub mod node;
+pub mod packet;
 pub mod prefix_table;
 pub mod pubsub;
 pub mod ratelimit;
