@@ -102,9 +102,12 @@ enum Command {
         /// List the scenarios
         #[arg(long)]
         list: bool,
-        /// Print the trace as JSON
+        /// Print the whole trace as JSON (time, from, to, message, key fields) instead
         #[arg(long)]
         json: bool,
+        /// Also write the ladder as an SVG sequence diagram to FILE
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
         /// Simulator seed (same seed, same run)
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -237,7 +240,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
         Command::Bench { mode } => bench::run(mode),
-        Command::Demo { scenario, list, json, seed } => {
+        Command::Demo { scenario, list, json, svg, seed } => {
             if list {
                 for s in demo::SCENARIOS {
                     println!("{:<10} {}", s.name, s.about);
@@ -247,10 +250,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let names: Vec<&str> = demo::SCENARIOS.iter().map(|s| s.name).collect();
             let s = demo::find(&scenario)
                 .with_context(|| format!("no scenario {scenario:?}; scenarios: {}", names.join(", ")))?;
+            let out = (s.run)(seed);
+            if let Some(path) = svg {
+                std::fs::write(&path, demo::svg(s, seed, &out))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed))?);
+                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed, &out))?);
             } else {
-                print!("{}", demo::render(s, seed));
+                print!("{}", demo::render(s, seed, &out));
             }
             Ok(())
         }
