@@ -58,7 +58,8 @@ impl Step {
 
     pub fn to_json(&self) -> Value {
         let mut v = json!({
-            "time_ms": self.sent.as_secs_f64() * 1e3,
+            // Whole microseconds, divided once: 2000.1, not 2000.1000000000001.
+            "time_ms": self.sent.as_micros() as f64 / 1e3,
             "from": self.from, "to": self.to,
             "message": self.message, "detail": self.detail, "lost": self.lost,
             "fields": self.fields,
@@ -199,9 +200,9 @@ fn decapsulated_view(p: &[u8]) -> Option<(u32, &[u8])> {
 pub fn handling_text(h: Handling) -> String {
     match h {
         Handling::Encapsulated { rloc, .. } => format!("encapsulated to {rloc}"),
-        Handling::Miss => "map-cache miss: dropped, miss to the control plane".into(),
+        Handling::Miss => "no mapping: dropped, resolving".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
-        Handling::Decapsulated { iid } => format!("decapsulated, to the site (iid {iid})"),
+        Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }

@@ -297,6 +297,16 @@ mod tests {
     }
 
     #[test]
+    fn committed_picture_is_current() {
+        let s = find("resolve").unwrap();
+        let svg = svg(s, 1, &(s.run)(1));
+        assert!(
+            include_str!("../../../../docs/demo-resolve.svg") == svg,
+            "docs/demo-resolve.svg is stale: run `cargo run --release -- demo --svg docs/demo-resolve.svg`"
+        );
+    }
+
+    #[test]
     fn escapes_and_fits_labels() {
         assert_eq!(svg::esc(r#"a<b & "c">"#), "a&lt;b &amp; &quot;c&quot;&gt;");
         assert_eq!(svg::fit("abcdef", 4), "abc…");
