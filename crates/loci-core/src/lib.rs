@@ -16,6 +16,7 @@ pub mod map_cache;
 pub mod map_resolver;
 pub mod map_server;
 pub mod mapping;
+pub mod miss_filter;
 pub mod negative;
 pub mod node;
 pub mod packet;

@@ -12,6 +12,7 @@ use loci_core::encap::{encapsulate, EncapParams, ENCAP_OVERHEAD_V6};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
+use loci_core::miss_filter::RecentMisses;
 use loci_core::packet;
 use loci_wire::ecm::checksum;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
@@ -22,10 +23,6 @@ use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
 
 /// Room in front of the inner packet for the outer headers.
 const HEADROOM: usize = ENCAP_OVERHEAD_V6;
-
-/// A destination is reported to the control plane at most once per this interval per worker
-/// (the control plane deduplicates too; this keeps a burst from filling the queue).
-const MISS_HOLD: Duration = Duration::from_millis(250);
 
 pub struct Worker {
     iid: u32,
@@ -85,7 +82,7 @@ impl Worker {
             raw_v4,
             raw_v6,
             misses,
-            recent: RecentMisses::new(256),
+            recent: RecentMisses::default(),
             counters: Arc::default(),
             stop: dp.stop.clone(),
             wake: dp.wake.clone(),
@@ -204,54 +201,5 @@ impl Worker {
             Some(Ok(_)) => Counters::add(&self.counters.native_forwarded, 1),
             _ => self.counters.drop_packet(Drop::SendFailed),
         }
-    }
-}
-
-/// Destinations reported lately: direct-mapped, a colliding destination takes the slot over
-/// (at worst a destination is reported again early).
-struct RecentMisses {
-    slots: Box<[Option<(u32, IpAddr, Instant)>]>,
-}
-
-impl RecentMisses {
-    fn new(n: usize) -> Self {
-        RecentMisses { slots: vec![None; n.next_power_of_two()].into_boxed_slice() }
-    }
-
-    fn should_report(&mut self, iid: u32, dst: IpAddr, now: Instant) -> bool {
-        let h = match dst {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64)
-            }
-        } ^ u64::from(iid).rotate_left(32);
-        let i = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (self.slots.len() - 1);
-        let slot = &mut self.slots[i];
-        if let Some((si, sd, at)) = *slot {
-            if si == iid && sd == dst && now.saturating_duration_since(at) < MISS_HOLD {
-                return false;
-            }
-        }
-        *slot = Some((iid, dst, now));
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn misses_are_reported_once_per_hold() {
-        let mut r = RecentMisses::new(16);
-        let t0 = Instant::now();
-        let a: IpAddr = "10.2.0.1".parse().unwrap();
-        let b: IpAddr = "2001:db8::1".parse().unwrap();
-        assert!(r.should_report(0, a, t0));
-        assert!(!r.should_report(0, a, t0 + Duration::from_millis(10)));
-        assert!(r.should_report(1, a, t0), "another instance is another destination");
-        assert!(r.should_report(0, b, t0));
-        assert!(r.should_report(0, a, t0 + MISS_HOLD + Duration::from_millis(1)));
     }
 }
