@@ -210,6 +210,11 @@ impl Sim {
         &self.members[id].name
     }
 
+    /// The member called `name`.
+    pub fn id(&self, name: &str) -> Option<Id> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
     pub fn addrs(&self, id: Id) -> &[IpAddr] {
         &self.members[id].addrs
     }
@@ -239,15 +244,6 @@ impl Sim {
 
     pub fn trace(&self) -> &[TraceEntry] {
         &self.trace
-    }
-
-    /// How many members the network has (ids are `0..len`).
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     /// A host's site (`None` for nodes and plain endpoints).

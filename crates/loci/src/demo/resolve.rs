@@ -110,7 +110,7 @@ mod tests {
             "{}",
             out.tables
         );
-        let flows = flow_locators(&out.sim, 4);
+        let flows = flow_locators(&out.sim, out.sim.id("c1").unwrap());
         assert_eq!(flows.len(), 1 + usize::from(super::FLOWS));
         let per = per_locator(&flows[1..]);
         let n = f64::from(super::FLOWS);
@@ -119,7 +119,11 @@ mod tests {
             assert!((0.35..=0.65).contains(&share), "{rloc}: {share} {per:?}");
         }
         assert!(!per.contains_key(&ip("203.0.113.13")), "the backup carries nothing");
-        assert_eq!(out.sim.received(5).len(), 1 + usize::from(super::FLOWS), "D1 got every packet after the miss");
+        assert_eq!(
+            out.sim.received(out.sim.id("d1").unwrap()).len(),
+            1 + usize::from(super::FLOWS),
+            "D1 got every packet after the miss"
+        );
     }
 
     #[test]
