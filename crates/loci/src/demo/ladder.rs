@@ -74,12 +74,17 @@ impl Step {
     }
 }
 
+/// A locator as the ladder and the tables show it: `203.0.113.11 p1/w50`.
+pub fn locator(addr: impl fmt::Display, priority: u8, weight: u8) -> String {
+    format!("{addr} p{priority}/w{weight}")
+}
+
 pub fn describe_record(r: &MapRecord) -> String {
     let p = eid_from_wire(&r.eid, r.eid_mask_len).map_or_else(|| r.eid.to_string(), |p| p.to_string());
     if r.locators.is_empty() {
         return format!("{p} negative {} ttl {}m", r.action, r.ttl);
     }
-    let locs: Vec<String> = r.locators.iter().map(|l| format!("{} p{}/w{}", l.address, l.priority, l.weight)).collect();
+    let locs: Vec<String> = r.locators.iter().map(|l| locator(&l.address, l.priority, l.weight)).collect();
     format!("{p} -> [{}]", locs.join(", "))
 }
 
@@ -98,7 +103,7 @@ fn record_fields(rs: &[MapRecord], f: &mut Map<String, Value>) {
         if r.locators.is_empty() {
             f.insert("action".into(), json!(r.action.to_string()));
         }
-        locators.extend(r.locators.iter().map(|l| format!("{} p{}/w{}", l.address, l.priority, l.weight)));
+        locators.extend(r.locators.iter().map(|l| locator(&l.address, l.priority, l.weight)));
     }
     f.insert("eid_prefixes".into(), json!(eids));
     f.insert("locators".into(), json!(locators));
