@@ -10,6 +10,7 @@ use loci_core::mapping::eid_from_wire;
 use loci_sim::packet::Summary;
 use loci_sim::xtr::Handling;
 use loci_sim::{Carried, Sim, TraceEntry};
+use loci_wire::auth::Algorithm;
 use loci_wire::data::{DataHeaderRepr, HEADER_LEN};
 use loci_wire::message::ControlMessage;
 use loci_wire::{MapRecord, Wire};
@@ -120,9 +121,14 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
     let nonce = |n: u64, f: &mut Map<String, Value>| {
         f.insert("nonce".into(), json!(format!("{n:#x}")));
     };
+    let auth = |key_id: u8, algorithm: u8, f: &mut Map<String, Value>| {
+        let name = Algorithm::from_id(algorithm).map_or_else(|| format!("unknown {algorithm}"), |a| a.name().into());
+        f.insert("auth".into(), json!({ "key_id": key_id, "algorithm": name }));
+    };
     let detail = match m {
         ControlMessage::MapRegister(r) => {
             nonce(r.nonce, &mut f);
+            auth(r.key_id, r.algorithm_id, &mut f);
             record_fields(&r.records, &mut f);
             format!(
                 "nonce {:#x}{}{} {}",
@@ -134,6 +140,7 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
         }
         ControlMessage::MapNotify(n) => {
             nonce(n.nonce, &mut f);
+            auth(n.key_id, n.algorithm_id, &mut f);
             record_fields(&n.records, &mut f);
             format!("nonce {:#x} {}", n.nonce, records(&n.records))
         }

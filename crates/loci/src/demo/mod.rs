@@ -283,6 +283,8 @@ mod tests {
                     t["time_ms"].is_f64() && t["from"].is_string() && t["to"].is_string() && t["message"].is_string()
                 );
             }
+            let register = trace.iter().find(|t| t["message"] == "Map-Register").expect("a Map-Register");
+            assert_eq!(register["fields"]["auth"]["key_id"], 1, "authenticated: {register}");
             let request = trace.iter().find(|t| t["message"] == "ECM").expect("a Map-Request");
             assert!(request["fields"]["nonce"].as_str().is_some_and(|n| n.starts_with("0x")), "{request}");
             assert!(request["fields"]["eid_prefixes"][0].is_string(), "{request}");

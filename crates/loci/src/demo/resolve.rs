@@ -57,7 +57,7 @@ fn run(seed: u64) -> Outcome {
     }
     sim.run_for(Duration::from_millis(100));
     let topology = vec![
-        "ms-mr   192.0.2.10    Map-Server + Map-Resolver, sites branch 10.1.0.0/16 and dc 10.2.0.0/16".into(),
+        "ms-mr   192.0.2.10    Map-Server + Map-Resolver, sites branch 10.1.0.0/16 and dc 10.2.0.0/16;\n                        every xTR registers every 60 s, authenticated (HMAC-SHA-256-128)".into(),
         "xtr-d1  203.0.113.11  ETR for D1's prefix 10.2.1.0/24 (locators .11 p1/w50, .12 p1/w50, .13 p2)".into(),
         "xtr-d2  203.0.113.12  ETR for the same prefix, same locator set".into(),
         "xtr-b   198.51.100.1  branch xTR (ITR + ETR) for 10.1.1.0/24".into(),
