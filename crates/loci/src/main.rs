@@ -124,7 +124,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ShowWhat {
     Sites,
     Registrations,
@@ -132,6 +132,44 @@ enum ShowWhat {
     Database,
     MapCache,
     Stats,
+}
+
+impl ShowWhat {
+    /// Where the daemon's API serves this table.
+    fn api_path(self, iid: Option<u32>, prefix: Option<&str>) -> String {
+        match self {
+            ShowWhat::Sites => "/sites".to_string(),
+            ShowWhat::Registrations => {
+                let mut q = Vec::new();
+                if let Some(i) = iid {
+                    q.push(format!("iid={i}"));
+                }
+                if let Some(p) = prefix {
+                    q.push(format!("prefix={}", p.replace('/', "%2F").replace('[', "%5B").replace(']', "%5D")));
+                }
+                format!("/registrations?{}", q.join("&"))
+            }
+            ShowWhat::Subscriptions => "/subscriptions".into(),
+            ShowWhat::Database => "/database".into(),
+            ShowWhat::MapCache => match iid {
+                Some(i) => format!("/map-cache?iid={i}"),
+                None => "/map-cache".into(),
+            },
+            ShowWhat::Stats => "/stats".into(),
+        }
+    }
+
+    /// The table people read.
+    fn render(self, v: &serde_json::Value) -> String {
+        match self {
+            ShowWhat::Sites => show::sites(v),
+            ShowWhat::Registrations => show::registrations(v),
+            ShowWhat::Subscriptions => show::subscriptions(v),
+            ShowWhat::Database => show::database(v),
+            ShowWhat::MapCache => show::map_cache(v),
+            ShowWhat::Stats => show::stats(v),
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,41 +209,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Show { what, socket, config, iid, prefix, json } => {
             let socket = api_socket(socket, config.as_deref())?;
-            let path = match what {
-                ShowWhat::Sites => "/sites".to_string(),
-                ShowWhat::Registrations => {
-                    let mut q = Vec::new();
-                    if let Some(i) = iid {
-                        q.push(format!("iid={i}"));
-                    }
-                    if let Some(p) = &prefix {
-                        q.push(format!("prefix={}", p.replace('/', "%2F").replace('[', "%5B").replace(']', "%5D")));
-                    }
-                    format!("/registrations?{}", q.join("&"))
-                }
-                ShowWhat::Subscriptions => "/subscriptions".into(),
-                ShowWhat::Database => "/database".into(),
-                ShowWhat::MapCache => match iid {
-                    Some(i) => format!("/map-cache?iid={i}"),
-                    None => "/map-cache".into(),
-                },
-                ShowWhat::Stats => "/stats".into(),
-            };
-            let v = runtime()?.block_on(api::get(&socket, &path))?;
+            let v = runtime()?.block_on(api::get(&socket, &what.api_path(iid, prefix.as_deref())))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!(
-                    "{}",
-                    match what {
-                        ShowWhat::Sites => show::sites(&v),
-                        ShowWhat::Registrations => show::registrations(&v),
-                        ShowWhat::Subscriptions => show::subscriptions(&v),
-                        ShowWhat::Database => show::database(&v),
-                        ShowWhat::MapCache => show::map_cache(&v),
-                        ShowWhat::Stats => show::stats(&v),
-                    }
-                );
+                print!("{}", what.render(&v));
             }
             Ok(())
         }
