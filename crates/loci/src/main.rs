@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod decode;
 mod demo;
+mod lab;
 mod lig;
 mod show;
 mod state;
@@ -108,6 +109,24 @@ enum Command {
         /// Simulator seed (same seed, same run)
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Build a scenario in network namespaces with real daemons and traffic, report, clean up (root)
+    Lab {
+        /// Scenario name (see --list) or a scenario file
+        #[arg(default_value = "resolve")]
+        scenario: String,
+        /// List the scenarios
+        #[arg(long)]
+        list: bool,
+        /// Leave the namespaces and daemons up, and say how to enter them
+        #[arg(long)]
+        keep: bool,
+        /// Remove what a kept run left (its ID, as printed)
+        #[arg(long, value_name = "RUN-ID")]
+        down: Option<String>,
+        /// Print the report as JSON (progress goes to standard error)
+        #[arg(long)]
+        json: bool,
     },
     /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency
     Bench {
@@ -245,6 +264,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
         Command::Bench { mode } => bench::run(mode),
+        Command::Lab { scenario, list, keep, down, json } => {
+            lab::main(lab::Options { scenario, list, keep, down, json })
+        }
         Command::Demo { scenario, list, json, seed } => {
             if list {
                 for s in demo::SCENARIOS {
