@@ -88,10 +88,12 @@ pub fn main(o: Options) -> Result<()> {
             Ok(())
         }
         Err(e) => {
-            if !interrupted {
-                eprint!("{}", lab.logs());
+            if interrupted {
+                // Whatever the step saw (its tools got the terminal's SIGINT too), this is why.
+                bail!("interrupted");
             }
-            if o.keep && !interrupted {
+            eprint!("{}", lab.logs());
+            if o.keep {
                 lab.keep();
             }
             Err(e)
@@ -516,8 +518,8 @@ impl Report {
                     format!("registered   {} (Map-Notify received) after {secs:.1} s\n", registered.join(", "))
                 }
                 StepResult::Ping(p) => format!(
-                    "ping         {} -> {}: first reply after {:.0} ms (resolution); then {}/{} answered ({:.0} % loss), rtt min/avg/max {:.3}/{:.3}/{:.3} ms\n",
-                    p.from, p.address, p.first_reply_ms, p.received, p.sent, p.loss_pct, p.rtt_min_ms, p.rtt_avg_ms, p.rtt_max_ms
+                    "ping         {} -> {}: first reply after {:.0} ms ({} lost while both sides resolved); then {}/{} answered ({:.0} % loss), rtt min/avg/max {:.3}/{:.3}/{:.3} ms\n",
+                    p.from, p.address, p.first_reply_ms, p.lost_resolving, p.received, p.sent, p.loss_pct, p.rtt_min_ms, p.rtt_avg_ms, p.rtt_max_ms
                 ),
                 StepResult::Tcp(t) => format!(
                     "tcp          {} -> {} ({}): {:.2} Gbit/s over {} s ({:.1} MB, {} retransmits)\n",

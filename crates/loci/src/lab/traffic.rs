@@ -23,6 +23,8 @@ pub struct Ping {
     pub address: IpAddr,
     /// From the first echo request to the first reply: the resolution on both sides.
     pub first_reply_ms: f64,
+    /// Echo requests (one per 100 ms) that went unanswered before the first reply.
+    pub lost_resolving: u32,
     pub sent: u32,
     pub received: u32,
     pub loss_pct: f64,
@@ -33,12 +35,19 @@ pub struct Ping {
 
 pub fn ping(ns: &str, from: &str, address: IpAddr, count: u32) -> Result<Ping> {
     let dst = address.to_string();
+    // An echo request every 100 ms until the first reply (with a deadline, -c counts replies):
+    // the first ones are dropped while each side resolves the other.
+    let patience = RESOLVE_PATIENCE.as_secs().to_string();
     let start = Instant::now();
-    sys::poll(&format!("a first reply from {dst}"), RESOLVE_PATIENCE, || {
-        let ok = sys::output(&mut in_ns(ns, &["ping", "-n", "-q", "-c", "1", "-W", "1", &dst]))?.status.success();
-        Ok(ok.then_some(()))
-    })?;
+    let out = sys::output(&mut in_ns(ns, &["ping", "-n", "-q", "-i", "0.1", "-c", "1", "-w", &patience, &dst]))?;
     let first_reply_ms = start.elapsed().as_secs_f64() * 1000.0;
+    sys::check_interrupt()?;
+    if !out.status.success() {
+        bail!("no reply from {dst} within {patience} s");
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (sent, _) = ping_counts(&text).with_context(|| format!("unexpected ping output: {text}"))?;
+    let lost_resolving = sent.saturating_sub(1);
     let out =
         sys::output(&mut in_ns(ns, &["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", &dst]))?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -48,6 +57,7 @@ pub fn ping(ns: &str, from: &str, address: IpAddr, count: u32) -> Result<Ping> {
         from: from.into(),
         address,
         first_reply_ms,
+        lost_resolving,
         sent,
         received,
         loss_pct: 100.0 * f64::from(sent - received.min(sent)) / f64::from(sent.max(1)),
