@@ -213,11 +213,11 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             let field = format!("{at}.addresses[{j}]");
             let (dev, addr) =
                 a.split_once(' ').ok_or_else(|| err(&field, format!("{a:?}: give \"DEVICE ADDRESS/LENGTH\"")))?;
-            check_dev(&field, dev).map_err(|r| err(&field, r))?;
+            check_dev(dev).map_err(|r| err(&field, r))?;
             addresses.push((dev.to_string(), cidr(addr.trim()).map_err(|r| err(&field, r))?));
         }
         for (j, b) in n.bridges.iter().enumerate() {
-            check_dev(&format!("{at}.bridges[{j}]"), b).map_err(|r| err(&format!("{at}.bridges[{j}]"), r))?;
+            check_dev(b).map_err(|r| err(&format!("{at}.bridges[{j}]"), r))?;
         }
         let mut routes = Vec::new();
         for (j, r) in n.routes.iter().enumerate() {
@@ -266,7 +266,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
         for (side, e) in [("a", &l.a), ("b", &l.b)] {
             let at = format!("link[{i}].{side}");
             let node = known(&format!("{at}.node"), &e.node)?;
-            check_dev(&format!("{at}.dev"), &e.dev).map_err(|r| err(&format!("{at}.dev"), r))?;
+            check_dev(&e.dev).map_err(|r| err(&format!("{at}.dev"), r))?;
             let taken =
                 links.iter().flat_map(|l: &Link| &l.ends).chain(&ends).any(|x: &End| x.node == node && x.dev == e.dev)
                     || nodes.iter().any(|n| n.name == node && n.bridges.contains(&e.dev));
@@ -287,8 +287,8 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             }
             ends.push(End { node, dev: e.dev.clone(), addresses, bridge: e.bridge.clone() });
         }
-        let [a, b]: [End; 2] = ends.try_into().expect("two ends");
-        links.push(Link { ends: [a, b] });
+        let Ok(ends) = <[End; 2]>::try_from(ends) else { unreachable!("a link has two ends") };
+        links.push(Link { ends });
     }
 
     for (name, table) in &raw.daemon {
@@ -387,7 +387,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
 }
 
 /// Linux interface names: 1-15 bytes, no '/', whitespace or ':'.
-fn check_dev(_field: &str, dev: &str) -> Result<(), String> {
+fn check_dev(dev: &str) -> Result<(), String> {
     if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace()) {
         return Err(format!("{dev:?} is not an interface name (1-15 bytes, no '/', ':' or space)"));
     }
