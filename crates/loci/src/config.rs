@@ -162,9 +162,20 @@ fn list(a: &[IpAddr]) -> String {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig> {
-    let ctx = Ctx { file: path, dir: path.parent().unwrap_or(Path::new("")), text, index: Index::build(text) };
+    let ctx = Ctx::new(path, text);
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     ctx.build(raw)
+}
+
+/// Deserializes another TOML file format (the lab's topology files) with errors that name file,
+/// line and field the way configuration errors do.
+pub fn from_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| Ctx::new(path, text).toml_error(&e))
+}
+
+/// An error about `field` (a dotted path) of the TOML `text` read from `path`, with its line.
+pub fn field_error(path: &Path, text: &str, field: &str, reason: impl Into<String>) -> ConfigError {
+    Ctx::new(path, text).err(field, reason)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,7 +547,11 @@ struct Ctx<'a> {
     index: Index,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Ctx { file, dir: file.parent().unwrap_or(Path::new("")), text, index: Index::build(text) }
+    }
+
     fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
