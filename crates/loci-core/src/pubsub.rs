@@ -21,7 +21,7 @@ use crate::prefix_table::PrefixTable;
 
 /// Waits before each retransmission of an unacknowledged publication: 3 at 3 s, then 3 more
 /// backing off exponentially (RFC 9301 §5.7); after the last, the subscriber is dropped.
-const RETRANSMIT: [Duration; 7] = [
+pub(crate) const RETRANSMIT: [Duration; 7] = [
     Duration::from_secs(3),
     Duration::from_secs(3),
     Duration::from_secs(3),
@@ -177,6 +177,7 @@ impl Subscriptions {
                     self.by_nonce.remove(&old.nonce);
                 }
                 io.send("Map-Notify", None, dst, bytes.clone());
+                io.stats.mobility.notifies_pushed += 1;
                 let next = now + RETRANSMIT[0];
                 s.pending = Some(Pending { nonce: s.notify_nonce, bytes, sent: 1, next });
                 self.by_nonce.insert(s.notify_nonce, (p, s.xtr.xtr_id));

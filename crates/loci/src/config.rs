@@ -1137,6 +1137,7 @@ impl Ctx<'_> {
             site_id: raw.site_id,
             record_ttl,
             first_nonce: 0,
+            mobility: Default::default(),
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
     }
