@@ -620,7 +620,15 @@ impl Itr {
         } else {
             let mut applied = false;
             for (prefix, rec) in records {
-                let Some(sub) = self.subscription_for(&prefix, notify.nonce) else {
+                let farewell = rec.locators.is_empty() && rec.action == Action::DROP_AUTH_FAILURE;
+                let sub = self.subscription_for(&prefix, notify.nonce).or_else(|| {
+                    // The farewell repeats the unacknowledged publication's nonce (RFC 9437 §5),
+                    // which we may have accepted while our Map-Notify-Ack got lost.
+                    let exact = |s: &&(EidPrefix, &Subscription)| s.1.last_nonce == notify.nonce;
+                    let covering: Vec<(EidPrefix, &Subscription)> = self.subscriptions.covering(&prefix).collect();
+                    farewell.then(|| covering.iter().find(exact).map(|(p, _)| *p)).flatten()
+                });
+                let Some(sub) = sub else {
                     let known = self.subscriptions.covering(&prefix).next().is_some();
                     if known {
                         io.stats.mobility.replayed_notifies += 1;
@@ -635,7 +643,7 @@ impl Itr {
                     s.last_nonce = notify.nonce;
                 }
                 applied = true;
-                if rec.locators.is_empty() && rec.action == Action::DROP_AUTH_FAILURE {
+                if farewell {
                     // The Map-Server dropped our subscription (RFC 9437 §5): the next
                     // Map-Request subscribes again; the cached mapping stays until its TTL.
                     self.subscriptions.remove(&sub);

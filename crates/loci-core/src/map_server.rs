@@ -765,6 +765,7 @@ impl MapServer {
         tracing::info!(%prefix, xtr = format!("{:032x}", xtr.xtr_id), ?result, "subscription");
         if let Some(bytes) = signed_notify(req.nonce, record, &policy) {
             io.send("Map-Notify", Some(local.ip()), to, bytes);
+            io.stats.mobility.notifies_pushed += 1;
         }
         result
     }
@@ -796,6 +797,14 @@ impl MapServer {
             site_prefixes.longest_match(p.iid, p.net.network()).and_then(|(_, s)| sites[s.site].config.pubsub.clone())
         };
         if self.subscriptions.acknowledge(data, ack.nonce, key_of) {
+            io.stats.mobility.notifies_acked += 1;
+            return;
+        }
+        let confirmed = ack.records.first().and_then(|r| eid_from_wire(&r.eid, r.eid_mask_len)).is_some_and(|p| {
+            self.pubsub_policy(&p)
+                .is_some_and(|policy| self.subscriptions.acknowledge_confirmation(data, ack.nonce, &p, &policy))
+        });
+        if confirmed {
             io.stats.mobility.notifies_acked += 1;
             return;
         }

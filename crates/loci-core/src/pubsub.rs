@@ -208,6 +208,17 @@ impl Subscriptions {
         true
     }
 
+    /// A Map-Notify-Ack of a subscription's confirmation (RFC 9437 §5: its nonce is the
+    /// request's). Confirmations are not retransmitted, so this only checks that the ack is
+    /// genuine; true when it is.
+    pub fn acknowledge_confirmation(&self, data: &[u8], nonce: u64, prefix: &EidPrefix, policy: &PubSubPolicy) -> bool {
+        let Some(subs) = self.by_prefix.get(prefix) else { return false };
+        if !subs.iter().any(|s| s.request_nonce == nonce) {
+            return false;
+        }
+        auth::verify(data, &auth::KeyRing::with_key(policy.key_id, policy.key.clone()), false).is_ok()
+    }
+
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((t, _, _))| *t)
     }
