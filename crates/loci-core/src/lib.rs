@@ -16,6 +16,7 @@ pub mod map_cache;
 pub mod map_resolver;
 pub mod map_server;
 pub mod mapping;
+pub mod mobility;
 pub mod negative;
 pub mod node;
 pub mod packet;

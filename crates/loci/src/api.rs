@@ -226,7 +226,7 @@ async fn database(State(shared): State<Arc<Shared>>) -> ApiResult {
             "map_servers": etr.registrations().iter().map(|r| json!({
                 "address": r.peer.address.to_string(),
                 "acknowledged_secs_ago": r.acknowledged.map(|t| now.saturating_duration_since(t).as_secs()),
-                "awaiting_notify": r.outstanding.is_some(),
+                "awaiting_notify": !r.outstanding.is_empty(),
                 "next_register_in_secs": secs_until(r.next, now),
             })).collect::<Vec<_>>(),
         }))

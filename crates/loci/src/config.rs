@@ -1152,6 +1152,7 @@ impl<'a> Ctx<'a> {
             site_id: raw.site_id,
             record_ttl,
             first_nonce: 0,
+            mobility: Default::default(),
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
     }
