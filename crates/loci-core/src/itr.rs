@@ -33,6 +33,7 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
+use crate::probing::{Prober, ProbingConfig, StatusBits};
 use crate::stats::Drop;
 
 /// ITR settings. Defaults follow RFC 9301 §5.3.
@@ -54,6 +55,8 @@ pub struct ItrConfig {
     pub hold_down: Duration,
     /// Map-Requests per second over all EIDs (0: no limit besides the per-prefix one).
     pub requests_per_second: u32,
+    /// RLOC probing of the cached locators ([`crate::probing`]); `None`: off.
+    pub probing: Option<ProbingConfig>,
 }
 
 impl Default for ItrConfig {
@@ -67,6 +70,7 @@ impl Default for ItrConfig {
             max_attempts: 10,
             hold_down: Duration::from_secs(30),
             requests_per_second: 1000,
+            probing: None,
         }
     }
 }
@@ -159,12 +163,14 @@ pub struct Itr {
     stats: ItrStats,
     /// Logged once: no resolver can be reached from our RLOCs (a configuration error).
     warned_no_resolver: bool,
+    prober: Option<Prober>,
 }
 
 impl Itr {
     pub fn new(config: ItrConfig, now: Instant) -> Self {
         let cache = MapCache::new(config.cache.clone());
         let tokens = f64::from(config.requests_per_second);
+        let prober = config.probing.clone().map(Prober::new);
         Itr {
             config,
             cache,
@@ -177,6 +183,19 @@ impl Itr {
             next_seq: 0,
             stats: ItrStats::default(),
             warned_no_resolver: false,
+            prober,
+        }
+    }
+
+    /// RLOC probing, when configured.
+    pub fn prober(&self) -> Option<&Prober> {
+        self.prober.as_ref()
+    }
+
+    /// Locator-status bits the data plane saw ([`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &StatusBits) {
+        if let Some(p) = &mut self.prober {
+            p.handle_status_bits(change, &mut self.cache);
         }
     }
 
@@ -213,7 +232,8 @@ impl Itr {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.timers.peek().map(|Reverse((t, ..))| *t);
-        [pending, self.cache.poll_timeout()].into_iter().flatten().min()
+        let probe = self.prober.as_ref().and_then(Prober::poll_timeout);
+        [pending, self.cache.poll_timeout(), probe].into_iter().flatten().min()
     }
 
     /// The data plane found no usable mapping for `dst` (or one flagged send-map-request).
@@ -419,6 +439,9 @@ impl Itr {
                 }
             }
         }
+        if let Some(p) = &mut self.prober {
+            p.handle_timeout(now, &mut self.cache, &self.config.rlocs, rng, io);
+        }
         self.cache.publish();
     }
 
@@ -433,6 +456,10 @@ impl Itr {
             }
         };
         io.note(&notes);
+        if let Some(p) = self.prober.as_mut().filter(|_| reply.probe) {
+            p.handle_reply(now, remote, &reply, &mut self.cache, io);
+            return;
+        }
         let Some(key) = self.nonces.get(&reply.nonce).copied().filter(|_| !reply.probe) else {
             self.stats.replies_unmatched += 1;
             io.refuse(now, None, Drop::NoMatchingNonce, remote, "Map-Reply matches no outstanding Map-Request");
@@ -456,6 +483,9 @@ impl Itr {
                     io.refuse(now, None, Drop::Unexpected, remote, "Map-Reply record outside the requested EID");
                 }
             }
+        }
+        if let Some(p) = &mut self.prober {
+            p.sync(now, &mut self.cache);
         }
         self.cache.publish();
     }

@@ -19,6 +19,7 @@ pub mod mapping;
 pub mod negative;
 pub mod node;
 pub mod prefix_table;
+pub mod probing;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod stats;

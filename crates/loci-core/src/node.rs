@@ -45,6 +45,10 @@ pub enum Event {
     RegistrationAcknowledged { map_server: SocketAddr },
     /// Replay-protection nonces changed and should be persisted (batched by the caller).
     NoncesChanged,
+    /// RLOC probing found a locator dead: the map-cache no longer chooses it.
+    LocatorDown { rloc: IpAddr },
+    /// A locator found dead answers probes again.
+    LocatorUp { rloc: IpAddr },
 }
 
 /// Where role handlers put what they produce.
@@ -191,6 +195,14 @@ impl Node {
         match &mut self.itr {
             Some(itr) => itr.handle_miss(now, iid, dst, src, &mut self.rng, &mut self.io),
             None => self.io.stats.drop(Drop::Unexpected),
+        }
+    }
+
+    /// Locator-status bits the data plane saw on a decapsulated packet (ITR role; see
+    /// [`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &crate::probing::StatusBits) {
+        if let Some(itr) = &mut self.itr {
+            itr.handle_status_bits(change);
         }
     }
 
