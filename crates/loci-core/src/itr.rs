@@ -9,7 +9,9 @@
 //!   only starts again if traffic still wants the EID.
 //! * Each retransmission goes to the next Map-Resolver; a resolver that lets a request time out
 //!   loses its place as the first choice to the next one, and the resolver that answered
-//!   becomes the first choice.
+//!   becomes the first choice. After `resolver_return` away from the first configured resolver
+//!   (the preferred one), new resolutions try it first again; if it is still silent, that
+//!   costs one retransmission interval.
 //! * Every request carries a fresh random nonce; a Map-Reply is accepted only if its nonce is
 //!   outstanding, and only its records that cover the requested EID (or lie inside the one
 //!   that does) are installed. Anything else is dropped and counted: an off-path sender cannot
@@ -55,6 +57,8 @@ pub struct ItrConfig {
     pub hold_down: Duration,
     /// Map-Requests per second over all EIDs (0: no limit besides the per-prefix one).
     pub requests_per_second: u32,
+    /// How long after leaving the preferred (first) Map-Resolver new resolutions try it again.
+    pub resolver_return: Duration,
     /// RLOC probing of the cached locators ([`crate::probing`]); `None`: off.
     pub probing: Option<ProbingConfig>,
 }
@@ -70,6 +74,7 @@ impl Default for ItrConfig {
             max_attempts: 10,
             hold_down: Duration::from_secs(30),
             requests_per_second: 1000,
+            resolver_return: Duration::from_secs(60),
             probing: None,
         }
     }
@@ -148,6 +153,24 @@ impl Pending {
     }
 }
 
+/// The first-choice Map-Resolver, and since when it is not the preferred one (index 0).
+#[derive(Debug, Default)]
+struct Choice {
+    current: usize,
+    left_preferred: Option<Instant>,
+}
+
+impl Choice {
+    fn set(&mut self, r: usize, now: Instant) {
+        if r == 0 {
+            self.left_preferred = None;
+        } else if self.left_preferred.is_none() {
+            self.left_preferred = Some(now);
+        }
+        self.current = r;
+    }
+}
+
 pub struct Itr {
     config: ItrConfig,
     cache: MapCache,
@@ -155,8 +178,7 @@ pub struct Itr {
     /// Outstanding nonce -> pending key.
     nonces: HashMap<u64, EidPrefix>,
     timers: BinaryHeap<Reverse<(Instant, u64, EidPrefix)>>,
-    /// The first-choice resolver.
-    current: usize,
+    resolver: Choice,
     tokens: f64,
     refilled: Instant,
     next_seq: u64,
@@ -177,7 +199,7 @@ impl Itr {
             pending: PrefixTable::new(),
             nonces: HashMap::new(),
             timers: BinaryHeap::new(),
-            current: 0,
+            resolver: Choice::default(),
             tokens,
             refilled: now,
             next_seq: 0,
@@ -227,7 +249,7 @@ impl Itr {
 
     /// The Map-Resolver tried first for new resolutions.
     pub fn current_resolver(&self) -> Option<SocketAddr> {
-        self.config.map_resolvers.get(self.current).copied()
+        self.config.map_resolvers.get(self.resolver.current).copied()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
@@ -325,9 +347,13 @@ impl Itr {
             self.schedule(key, now + wait);
             return;
         }
+        if self.resolver.left_preferred.is_some_and(|t| now.saturating_duration_since(t) >= self.config.resolver_return)
+        {
+            self.resolver.set(0, now);
+        }
         let Some(p) = self.pending.get(&key) else { return };
         let n = self.config.map_resolvers.len();
-        let first = p.attempts.last().map_or(self.current, |a| a.resolver + 1);
+        let first = p.attempts.last().map_or(self.resolver.current, |a| a.resolver + 1);
         // The next resolver we have a source RLOC for.
         let target = (0..n).map(|i| (first + i) % n).find_map(|r| {
             let addr = self.config.map_resolvers[r];
@@ -416,8 +442,8 @@ impl Itr {
                     if let Some(last) = p.attempts.last().copied() {
                         self.stats.timeouts += 1;
                         // A resolver that lets a request time out is no longer the first choice.
-                        if last.resolver == self.current && !self.config.map_resolvers.is_empty() {
-                            self.current = (self.current + 1) % self.config.map_resolvers.len();
+                        if last.resolver == self.resolver.current && !self.config.map_resolvers.is_empty() {
+                            self.resolver.set((self.resolver.current + 1) % self.config.map_resolvers.len(), now);
                         }
                     }
                     let covered = !p.refresh
@@ -467,7 +493,7 @@ impl Itr {
         };
         let Some(p) = self.drop_pending(&key) else { return };
         if let Some(a) = p.attempts.iter().find(|a| a.nonce == reply.nonce) {
-            self.current = a.resolver;
+            self.resolver.set(a.resolver, now);
         }
         self.stats.replies_accepted += 1;
         let requested = EidPrefix::host(key.iid, p.eid);
