@@ -21,6 +21,7 @@ pub mod negative;
 pub mod node;
 pub mod packet;
 pub mod prefix_table;
+pub mod probing;
 pub mod pubsub;
 pub mod ratelimit;
 pub mod stats;
