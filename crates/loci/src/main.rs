@@ -7,6 +7,7 @@ mod daemon;
 mod decode;
 mod demo;
 mod lig;
+mod metrics;
 mod show;
 mod state;
 mod sys;
@@ -131,6 +132,8 @@ enum ShowWhat {
     Subscriptions,
     Database,
     MapCache,
+    /// Each locator of the map-cache: probe state, last RTT, since when
+    Rlocs,
     Stats,
 }
 
@@ -189,6 +192,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     Some(i) => format!("/map-cache?iid={i}"),
                     None => "/map-cache".into(),
                 },
+                ShowWhat::Rlocs => "/rlocs".into(),
                 ShowWhat::Stats => "/stats".into(),
             };
             let v = runtime()?.block_on(api::get(&socket, &path))?;
@@ -203,6 +207,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         ShowWhat::Subscriptions => show::subscriptions(&v),
                         ShowWhat::Database => show::database(&v),
                         ShowWhat::MapCache => show::map_cache(&v),
+                        ShowWhat::Rlocs => show::rlocs(&v),
                         ShowWhat::Stats => show::stats(&v),
                     }
                 );
