@@ -319,3 +319,19 @@ fn locator_status_bits_only_from_the_sites_locators() {
     decap(&mut w.sim, P2, 0b11);
     assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
 }
+
+#[test]
+fn a_map_server_that_is_also_the_etr_answers_probes() {
+    let mut sim = Sim::new(9);
+    let mut cfg = map_server("ms-etr", vec![site("site-a", KEY, &["10.1.0.0/16"])]);
+    let db = vec![("10.1.1.0/24", vec![rloc("192.0.2.10", 1, 50)])];
+    cfg.etr = etr("ms-etr", "192.0.2.10", KEY, db, 1).etr;
+    let node = sim.add_node(cfg, &[ip("192.0.2.10")]);
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(ProbingConfig::default())), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    miss(&mut sim, itr, "10.1.1.7");
+    sim.run_for(Duration::from_secs(5));
+    let st = sim.node(itr).itr().unwrap().prober().unwrap().locator(ip("192.0.2.10")).unwrap().clone();
+    assert!(st.up && st.replies >= 4, "{st:?}");
+    assert_eq!(sim.node(node).stats().dropped(Drop::ProbeToMappingSystem), 0);
+}
