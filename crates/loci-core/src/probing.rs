@@ -227,7 +227,7 @@ impl Prober {
             let (interval, misses_to_down, _) = self.timers_for(addr);
             let Some(s) = self.locators.get_mut(&addr).filter(|s| s.next == t) else { continue };
             if !s.answered {
-                s.misses += 1;
+                s.misses = s.misses.saturating_add(1);
                 self.stats.misses += 1;
                 if s.up && s.misses >= misses_to_down.max(1) {
                     s.up = false;
