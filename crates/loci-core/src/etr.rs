@@ -615,7 +615,9 @@ impl Etr {
                 l.probed = l.address.ip() == Some(local.ip());
             }
         }
-        if records.is_empty() {
+        // A probe is about this locator's reachability: answered even when the EID it names is
+        // no longer ours (the reply then carries no record, RFC 9301 §7.1's data being a SHOULD).
+        if records.is_empty() && !req.probe {
             io.stats.drop(Drop::Unexpected);
             return;
         }

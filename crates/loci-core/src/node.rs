@@ -223,7 +223,11 @@ impl Node {
                 }
             },
             message_type::MAP_REQUEST => {
-                if let Some(ms) = &mut self.ms {
+                // RLOC probes are for the ETR, also on a node that is a Map-Server too.
+                let probe = loci_wire::map_request::MapRequestPacket::new_checked(data).is_ok_and(|p| p.probe());
+                if let Some(etr) = self.etr.as_mut().filter(|_| probe) {
+                    etr.handle_direct_request(now, local, remote, data, io);
+                } else if let Some(ms) = &mut self.ms {
                     ms.handle_direct_request(now, local, remote, data, io);
                 } else if let Some(etr) = &mut self.etr {
                     etr.handle_direct_request(now, local, remote, data, io);

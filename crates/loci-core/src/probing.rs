@@ -227,7 +227,7 @@ impl Prober {
             let (interval, misses_to_down, _) = self.timers_for(addr);
             let Some(s) = self.locators.get_mut(&addr).filter(|s| s.next == t) else { continue };
             if !s.answered {
-                s.misses += 1;
+                s.misses = s.misses.saturating_add(1);
                 self.stats.misses += 1;
                 if s.up && s.misses >= misses_to_down.max(1) {
                     s.up = false;
@@ -239,7 +239,9 @@ impl Prober {
                     io.events.push_back(Event::LocatorDown { rloc: addr });
                 }
             }
-            s.next = t + interval;
+            // A late call (a busy or suspended host) must not send a burst of catch-up probes
+            // that would count each other as missed.
+            s.next = if t + interval > now { t + interval } else { now + interval };
             self.timers.push(Reverse((s.next, addr)));
             // The probe: from our RLOC of the locator's family, for one EID-prefix cached for it.
             let (Some(src), Some(prefix)) =
@@ -642,6 +644,17 @@ mod tests {
         // Replayed: the nonce is spent.
         r.prober.handle_reply(now, from("192.0.2.1"), &reply(nonce, &[]), &mut r.cache, &mut r.io);
         assert_eq!(r.prober.stats().replies_unmatched, 2);
+    }
+
+    #[test]
+    fn a_late_timer_sends_one_probe_not_a_burst() {
+        let mut r = Rig::new(ProbingConfig::default());
+        r.run(Duration::from_millis(1500), &[]);
+        let late = r.t + Duration::from_secs(10);
+        r.prober.handle_timeout(late, &mut r.cache, &[ip(OURS)], &mut r.rng, &mut r.io);
+        assert_eq!(probes(&mut r.io).len(), 3, "one per locator");
+        assert!(r.prober.locators().all(|(_, s)| s.up && s.misses == 0));
+        assert_eq!(r.prober.poll_timeout(), Some(late + Duration::from_secs(1)));
     }
 
     #[test]

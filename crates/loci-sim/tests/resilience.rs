@@ -319,3 +319,44 @@ fn locator_status_bits_only_from_the_sites_locators() {
     decap(&mut w.sim, P2, 0b11);
     assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
 }
+
+#[test]
+fn a_map_server_that_is_also_the_etr_answers_probes() {
+    let mut sim = Sim::new(9);
+    let mut cfg = map_server("ms-etr", vec![site("site-a", KEY, &["10.1.0.0/16"])]);
+    let db = vec![("10.1.1.0/24", vec![rloc("192.0.2.10", 1, 50)])];
+    cfg.etr = etr("ms-etr", "192.0.2.10", KEY, db, 1).etr;
+    let node = sim.add_node(cfg, &[ip("192.0.2.10")]);
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(ProbingConfig::default())), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    miss(&mut sim, itr, "10.1.1.7");
+    sim.run_for(Duration::from_secs(5));
+    let st = sim.node(itr).itr().unwrap().prober().unwrap().locator(ip("192.0.2.10")).unwrap().clone();
+    assert!(st.up && st.replies >= 4, "{st:?}");
+    assert_eq!(sim.node(node).stats().dropped(Drop::ProbeToMappingSystem), 0);
+}
+
+#[test]
+fn etr_probe_replies_name_the_probed_locator_and_need_no_record() {
+    let mut w = site_with_backup(4, ProbingConfig::default());
+    let prober = w.sim.add_endpoint("prober", &[ip("198.51.100.9")]);
+    let mut req = loci_core::mapping::map_request(0xabcd, &prefix("10.1.99.0/24"), vec![ip("198.51.100.9").into()]);
+    let src = SocketAddr::new(ip("198.51.100.9"), 4342);
+    w.sim.send(prober, src, SocketAddr::new(ip(P1), 4342), req.to_bytes());
+    req.probe = true;
+    req.nonce = 0xbeef;
+    w.sim.send(prober, src, SocketAddr::new(ip(P1), 4342), req.to_bytes());
+    // A probe for an EID it has: the record's p bit marks the locator probed.
+    let mut known = loci_core::mapping::map_request(0xcafe, &prefix("10.1.1.0/24"), vec![ip("198.51.100.9").into()]);
+    known.probe = true;
+    w.sim.send(prober, src, SocketAddr::new(ip(P1), 4342), known.to_bytes());
+    w.sim.run_for(Duration::from_millis(100));
+    let got: Vec<(SocketAddr, MapReply)> =
+        w.sim.received(prober).iter().map(|(_, from, _, d)| (*from, MapReply::parse(d).unwrap())).collect();
+    assert_eq!(got.len(), 2, "only the probes are answered");
+    assert!(got.iter().all(|(from, r)| from.ip() == ip(P1) && r.probe));
+    assert!(got[0].1.nonce == 0xbeef && got[0].1.records.is_empty());
+    let probed: Vec<(String, bool)> =
+        got[1].1.records[0].locators.iter().map(|l| (l.address.to_string(), l.probed)).collect();
+    assert_eq!(probed, [(P1.to_string(), true), (P2.to_string(), false)]);
+}

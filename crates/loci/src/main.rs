@@ -8,6 +8,7 @@ mod decode;
 mod demo;
 mod lab;
 mod lig;
+mod metrics;
 mod show;
 mod state;
 mod sys;
@@ -153,6 +154,8 @@ enum ShowWhat {
     Subscriptions,
     Database,
     MapCache,
+    /// Each locator of the map-cache: probe state, last RTT, since when
+    Rlocs,
     Stats,
 }
 
@@ -177,6 +180,7 @@ impl ShowWhat {
                 Some(i) => format!("/map-cache?iid={i}"),
                 None => "/map-cache".into(),
             },
+            ShowWhat::Rlocs => "/rlocs".into(),
             ShowWhat::Stats => "/stats".into(),
         }
     }
@@ -189,6 +193,7 @@ impl ShowWhat {
             ShowWhat::Subscriptions => show::subscriptions(v),
             ShowWhat::Database => show::database(v),
             ShowWhat::MapCache => show::map_cache(v),
+            ShowWhat::Rlocs => show::rlocs(v),
             ShowWhat::Stats => show::stats(v),
         }
     }

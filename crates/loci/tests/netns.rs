@@ -497,6 +497,15 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
         assert!(drops.keys().all(|k| k == "map-cache-miss" || k == "not-routable"), "{name} dropped: {dp:#}");
     }
 
+    // RLOC probing is on by default: the peer's locators answer, with an RTT (and the probes are
+    // in the capture that tshark checks below).
+    let rlocs = lab.show(&xa, "xa", "rlocs");
+    for rloc in [SITE_B.rloc4, SITE_B.rloc6] {
+        let r = rlocs.as_array().and_then(|a| a.iter().find(|r| r["locator"] == rloc));
+        let r = r.unwrap_or_else(|| panic!("{rloc} not in {rlocs:#}"));
+        assert!(r["state"] == "up" && r["rtt_ms"].is_f64() && r["replies"].as_u64() >= Some(1), "{r:#}");
+    }
+
     // Every captured packet decodes cleanly, and LISP data of both families is there.
     capture.stop();
     let bad = tshark(&["-n", "-r", &pcap_s, "-Y", "_ws.malformed || _ws.expert.severity >= 8388608"]);
