@@ -204,3 +204,5 @@ done
 tun_drops=$(x "${P}xa" ip -s link show lisp0 | awk '/TX:/{getline; print $4}')
 rcvbuf=$(x "${P}xb" awk '/^Udp:/{if (h) {print $6} else {h=1}}' /proc/net/snmp)
 echo "  lost: ${tun_drops:-?} in xTR-A's TUN queue, ${rcvbuf:-?} UDP receive-buffer overflows at xTR-B"
+warnings=$(grep -h -i -E 'warn|error' "$DIR"/x?.log 2>/dev/null | head -n 5 || true)
+[ -z "$warnings" ] || printf '  xTR warnings:\n%s\n' "$warnings"
