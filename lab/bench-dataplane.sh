@@ -187,7 +187,12 @@ for _ in $(seq 1 50); do
   if x "${P}ha" ping -q -c 1 -W 0.2 "$DST" >/dev/null 2>&1; then ok=1; break; fi
 done
 [ -n "$ok" ] || { echo "LISP path does not work; logs:" >&2; tail -n 20 "$DIR"/*.log >&2; exit 1; }
+# CPU time of both xTR daemons (user + system, in clock ticks) around the TCP run: what
+# forwarding costs per byte, which other load on the machine does not change much.
+ticks() { cat "/proc/${PIDS[1]}/stat" "/proc/${PIDS[2]}/stat" | awk '{ t += $14 + $15 } END { print t }'; }
+T0=$(ticks)
 LISP=$(tcp)
+T1=$(ticks)
 read -r PPS_OK LOSS < <(udp "$PPS")
 read -r PPS_MAX LOSS_MAX < <(udp 2000000)
 
@@ -195,6 +200,8 @@ echo "data plane, IPv$EID EIDs over IPv$RLOC RLOCs, $(nproc) cores, ${SECS}s per
 printf "  TCP native (no LISP)      %8s Gbit/s\n" "${NATIVE:-?}"
 printf "  TCP through the xTRs      %8s Gbit/s\n" "${LISP:-?}"
 awk -v a="${LISP:-0}" -v b="${NATIVE:-0}" 'BEGIN { if (b > 0) printf "  ratio LISP/native         %8.2f\n", a / b }'
+awk -v g="${LISP:-0}" -v t=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v s="$SECS" 'BEGIN {
+  if (g > 0) printf "  xTR CPU (both daemons)    %8.2f s per GB through the pair\n", t / hz / (g * s / 8) }'
 printf "  UDP 64 B offered %7d pps, native:      delivered %7d pps, lost %s %%\n" "$PPS" "$NPPS_OK" "$NLOSS"
 printf "  UDP 64 B offered %7d pps, through xTRs: delivered %7d pps, lost %s %%\n" "$PPS" "$PPS_OK" "$LOSS"
 printf "  UDP 64 B unlimited,       through xTRs: delivered %7d pps, lost %s %%\n" "$PPS_MAX" "$LOSS_MAX"

@@ -140,7 +140,9 @@ impl Worker {
                         self.forward(&mut bufs, i, HEADROOM..HEADROOM + size);
                     }
                     used += n;
-                    if used + READ_MAX > RING {
+                    // A super-segment fills GSO messages by itself: send it at once, so that the
+                    // ETR works on it while we read the next. Single packets gather up.
+                    if n > 1 || used + READ_MAX > RING {
                         self.batch.send(&self.senders, &bufs, &self.counters);
                         used = 0;
                     }
