@@ -3,7 +3,8 @@
 # with a Map-Server/Map-Resolver in the underlay namespace. Measures, in the same run:
 #   1. iperf3 TCP host-A -> host-B routed natively over the same veths (no LISP): the baseline;
 #   2. the same through the xTR pair (LISP encapsulation, TUN devices);
-#   3. 64-byte UDP datagrams through the xTR pair: packets per second delivered and lost.
+#   3. 64-byte UDP datagrams, natively and through the xTR pair: packets per second delivered
+#      and lost (iperf3 with a 4 MB socket buffer, so that its receiver rides out bursts).
 # Prints the figures and the LISP/native ratio, then removes everything it made.
 #
 # Usage: lab/bench-dataplane.sh [--rloc 4|6] [--eid 4|6] [--secs N] [--pps N] [--loci PATH]
@@ -100,7 +101,7 @@ udp() { # offered pps -> "delivered_pps lost_pct"
   PIDS+=($srv)
   sleep 0.3
   local out
-  out=$(x "${P}ha" timeout $((SECS + 10)) iperf3 -c "$DST" -p 5202 -u -l 64 -b "$rate" -t "$SECS" -J 2>/dev/null || true)
+  out=$(x "${P}ha" timeout $((SECS + 10)) iperf3 -c "$DST" -p 5202 -u -l 64 -w 4M -b "$rate" -t "$SECS" -J 2>/dev/null || true)
   kill $srv 2>/dev/null || true
   wait $srv 2>/dev/null || true
   # The client's end.sum, which carries the server's count of lost datagrams.
@@ -119,6 +120,7 @@ x "${P}ul" ip route add 10.2.2.0/24 via 198.51.100.1; x "${P}ul" ip -6 route add
 x "${P}xb" ip route add 10.1.1.0/24 via 198.51.100.254; x "${P}xb" ip -6 route add 2001:db8:a::/64 via 2001:db8:2::ff
 x "${P}ha" ping -q -c 1 -W 2 "$DST" >/dev/null || { echo "native path does not work" >&2; exit 1; }
 NATIVE=$(tcp)
+read -r NPPS_OK NLOSS < <(udp "$PPS")
 x "${P}xa" ip route del 10.2.2.0/24; x "${P}xa" ip -6 route del 2001:db8:b::/64
 x "${P}xb" ip route del 10.1.1.0/24; x "${P}xb" ip -6 route del 2001:db8:a::/64
 x "${P}ul" ip route del 10.1.1.0/24; x "${P}ul" ip -6 route del 2001:db8:a::/64
@@ -185,7 +187,12 @@ for _ in $(seq 1 50); do
   if x "${P}ha" ping -q -c 1 -W 0.2 "$DST" >/dev/null 2>&1; then ok=1; break; fi
 done
 [ -n "$ok" ] || { echo "LISP path does not work; logs:" >&2; tail -n 20 "$DIR"/*.log >&2; exit 1; }
+# CPU time of both xTR daemons (user + system, in clock ticks) around the TCP run: what
+# forwarding costs per byte, which other load on the machine does not change much.
+ticks() { cat "/proc/${PIDS[1]}/stat" "/proc/${PIDS[2]}/stat" | awk '{ t += $14 + $15 } END { print t }'; }
+T0=$(ticks)
 LISP=$(tcp)
+T1=$(ticks)
 read -r PPS_OK LOSS < <(udp "$PPS")
 read -r PPS_MAX LOSS_MAX < <(udp 2000000)
 
@@ -193,8 +200,11 @@ echo "data plane, IPv$EID EIDs over IPv$RLOC RLOCs, $(nproc) cores, ${SECS}s per
 printf "  TCP native (no LISP)      %8s Gbit/s\n" "${NATIVE:-?}"
 printf "  TCP through the xTRs      %8s Gbit/s\n" "${LISP:-?}"
 awk -v a="${LISP:-0}" -v b="${NATIVE:-0}" 'BEGIN { if (b > 0) printf "  ratio LISP/native         %8.2f\n", a / b }'
-printf "  UDP 64 B offered %7d pps: delivered %7d pps, lost %s %%\n" "$PPS" "$PPS_OK" "$LOSS"
-printf "  UDP 64 B unlimited:          delivered %7d pps, lost %s %%\n" "$PPS_MAX" "$LOSS_MAX"
+awk -v g="${LISP:-0}" -v t=$((T1 - T0)) -v hz="$(getconf CLK_TCK)" -v s="$SECS" 'BEGIN {
+  if (g > 0) printf "  xTR CPU (both daemons)    %8.2f s per GB through the pair\n", t / hz / (g * s / 8) }'
+printf "  UDP 64 B offered %7d pps, native:      delivered %7d pps, lost %s %%\n" "$PPS" "$NPPS_OK" "$NLOSS"
+printf "  UDP 64 B offered %7d pps, through xTRs: delivered %7d pps, lost %s %%\n" "$PPS" "$PPS_OK" "$LOSS"
+printf "  UDP 64 B unlimited,       through xTRs: delivered %7d pps, lost %s %%\n" "$PPS_MAX" "$LOSS_MAX"
 for n in xa xb; do
   echo "  $n: $(x "${P}$n" "$LOCI" show stats --socket "$DIR/$n.sock" 2>/dev/null |
     grep -E '^data-plane' | tr -s ' ' | sed 's/^data-plane //' | tr '\n' ',' | sed 's/,$//')"
@@ -202,5 +212,8 @@ done
 # Where the lost datagrams went: the TUN device's queue (the ITR did not keep up) or the ETR
 # socket's receive buffer.
 tun_drops=$(x "${P}xa" ip -s link show lisp0 | awk '/TX:/{getline; print $4}')
-rcvbuf=$(x "${P}xb" awk '/^Udp:/{if (h) {print $6} else {h=1}}' /proc/net/snmp)
-echo "  lost: ${tun_drops:-?} in xTR-A's TUN queue, ${rcvbuf:-?} UDP receive-buffer overflows at xTR-B"
+rcvbuf() { x "$1" awk '/^Udp:/{if (h) {print $6} else {h=1}}' /proc/net/snmp; }
+echo "  lost: ${tun_drops:-?} in xTR-A's TUN queue, $(rcvbuf "${P}xb") UDP receive-buffer overflows at xTR-B," \
+  "$(rcvbuf "${P}hb") at host B (iperf3)"
+warnings=$(grep -h -i -E 'warn|error' "$DIR"/x?.log 2>/dev/null | head -n 5 || true)
+[ -z "$warnings" ] || printf '  xTR warnings:\n%s\n' "$warnings"

@@ -113,6 +113,77 @@ pub struct EtrConfig {
     pub record_ttl: u32,
     /// First nonce to use (the daemon restores the last one sent, so nonces only increase).
     pub first_nonce: u64,
+    /// Host mobility: dynamic-EID ranges and their timers (DESIGN §5).
+    pub mobility: MobilityConfig,
+}
+
+/// How a dynamic-EID range reaches its hosts when they move (the seed's two deployment modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MobilityMode {
+    /// The subnet is stretched over a LAN extension between the sites of one LISP site: the
+    /// detecting xTR tells the others over the map-notify-group.
+    #[default]
+    ExtendedSubnet,
+    /// No LAN extension: the host lands in another subnet; the xTR answers ARP/ND for its
+    /// gateway and home-subnet neighbours.
+    AcrossSubnet,
+}
+
+/// The default gateway both sites present to mobile hosts (same address and MAC everywhere).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gateway {
+    pub address: IpAddr,
+    pub mac: [u8; 6],
+}
+
+/// One dynamic-EID range: hosts seen on `interface` with a source inside `prefix` become
+/// dynamic EIDs of this xTR, registered as host prefixes with `locators`.
+#[derive(Debug, Clone)]
+pub struct DynamicEidRange {
+    /// The range, with its instance ID.
+    pub prefix: EidPrefix,
+    /// The site interface the hosts are seen on (the data plane installs host routes there).
+    pub interface: String,
+    pub mode: MobilityMode,
+    /// Where the Map-Notify announcing a detection goes (extended subnet): the multicast group
+    /// in a deployment, the other xTRs' addresses in the simulator. Empty: no announcement.
+    pub map_notify_group: Vec<IpAddr>,
+    pub gateway: Option<Gateway>,
+    /// The RLOC set the hosts are registered with (this xTR's locators).
+    pub locators: Vec<Locator>,
+    /// Most hosts held in this range; more are refused and counted.
+    pub max_hosts: usize,
+}
+
+/// Dynamic-EID ranges and the timers of host mobility.
+#[derive(Debug, Clone)]
+pub struct MobilityConfig {
+    pub ranges: Vec<DynamicEidRange>,
+    /// A host not seen for this long is probed (ARP/ND, by the data plane).
+    pub idle_timeout: Duration,
+    /// Probes sent, this far apart, before a silent host is removed.
+    pub probe_interval: Duration,
+    pub probe_count: u32,
+    /// How long an away entry (a host that moved to another xTR) re-encapsulates to its new RLOC.
+    pub away_time: Duration,
+    /// Least time between two SMRs to one ITR for one EID (RFC 9301 §6.1: 3 s).
+    pub smr_interval: Duration,
+    /// Most away entries held.
+    pub max_away: usize,
+}
+
+impl Default for MobilityConfig {
+    fn default() -> Self {
+        MobilityConfig {
+            ranges: Vec::new(),
+            idle_timeout: Duration::from_secs(300),
+            probe_interval: Duration::from_secs(5),
+            probe_count: 3,
+            away_time: Duration::from_secs(300),
+            smr_interval: Duration::from_secs(3),
+            max_away: 100_000,
+        }
+    }
 }
 
 /// Protocol timers and bounds. Defaults follow the RFCs.

@@ -163,9 +163,49 @@ pub fn encapsulate(buf: &mut [u8], inner: Range<usize>, p: &EncapParams) -> Resu
     udp[2..4].copy_from_slice(&LISP_DATA_PORT.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     udp[6..8].copy_from_slice(&[0, 0]);
-    let lisp = DataHeaderRepr { nonce: p.nonce, instance_id: Some(p.iid), ..Default::default() };
-    out[ip_len + UDP_LEN..].copy_from_slice(&lisp.to_array());
+    out[ip_len + UDP_LEN..].copy_from_slice(&lisp_header(p.iid, p.nonce));
     Ok(start..inner.end)
+}
+
+#[inline]
+fn lisp_header(iid: u32, nonce: Option<u32>) -> [u8; HEADER_LEN] {
+    DataHeaderRepr { nonce, instance_id: Some(iid), ..Default::default() }.to_array()
+}
+
+/// What a UDP socket needs to send an encapsulated packet: the UDP payload and the outer
+/// header fields RFC 9300 §5.3 derives from the inner header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// The LISP header and the inner packet.
+    pub range: Range<usize>,
+    /// Outer TTL / hop limit: the inner one.
+    pub ttl: u8,
+    /// Outer TOS / traffic class: the inner DSCP and ECN (RFC 6040 normal mode).
+    pub tos: u8,
+}
+
+/// Writes only the LISP header (I bit, `iid`, N bit and `nonce` when given) in front of the
+/// inner packet at `buf[inner]`, for a UDP socket that adds the outer IP and UDP headers itself
+/// (with [`Payload::ttl`] and [`Payload::tos`] as per-message options). Needs
+/// [`HEADER_LEN`] bytes of headroom.
+#[inline]
+pub fn encapsulate_payload(
+    buf: &mut [u8],
+    inner: Range<usize>,
+    iid: u32,
+    nonce: Option<u32>,
+) -> Result<Payload, EncapError> {
+    let body = buf.get(inner.clone()).ok_or(EncapError::BadRange)?;
+    let ih = InnerHeader::parse(body).ok_or(EncapError::BadInner)?;
+    if inner.start < HEADER_LEN {
+        return Err(EncapError::NoHeadroom { need: HEADER_LEN, have: inner.start });
+    }
+    if body.len() + HEADER_LEN + UDP_LEN + 40 > usize::from(u16::MAX) {
+        return Err(EncapError::TooBig);
+    }
+    let start = inner.start - HEADER_LEN;
+    buf[start..inner.start].copy_from_slice(&lisp_header(iid, nonce));
+    Ok(Payload { range: start..inner.end, ttl: ih.ttl, tos: ih.tos })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -511,6 +551,37 @@ mod tests {
             let mut rx = pkt.to_vec();
             assert_eq!(decapsulate(&mut rx, &filter(rloc_s, 0x00ab_cdef)), Err(DecapDrop::NotOurRloc));
             assert_eq!(decapsulate(&mut rx, &filter(rloc_d, 1)), Err(DecapDrop::UnknownIid));
+        }
+    }
+
+    #[test]
+    fn payload_encapsulation_leaves_the_outer_header_to_the_socket() {
+        for (s, d) in [("10.0.0.1", "10.0.0.2"), ("fd00::1", "fd00::2")] {
+            let mut inner = packet(ip(s), ip(d), 6, 1000, 80, 200);
+            if inner[0] >> 4 == 4 {
+                inner[1] = 0xb9;
+                inner[8] = 17;
+            } else {
+                inner[0] = 0x6b;
+                inner[1] = 0x90;
+                inner[7] = 17;
+            }
+            let (mut buf, r) = framed(&inner);
+            let p = encapsulate_payload(&mut buf, r.clone(), 0x12_3456, None).unwrap();
+            assert_eq!(p.range, r.start - HEADER_LEN..r.end);
+            assert_eq!((p.ttl, p.tos), (17, 0xb9), "{s}");
+            // The ETR's payload path takes it back.
+            let outer = OuterHeader { src: ip(s), dst: ip(d), ttl: 64, tos: 0xb9, src_port: 0xc000, dst_port: 4341 };
+            let mut rx = buf[p.range.clone()].to_vec();
+            let dec = decapsulate_payload(&mut rx, &outer, &filter(d, 0x12_3456)).unwrap();
+            assert_eq!(&rx[dec.inner], &inner[..]);
+            assert_eq!(encapsulate_payload(&mut buf, 4..r.end, 0, None), Err(EncapError::BadInner));
+            let mut tight = inner.clone();
+            let n = tight.len();
+            assert_eq!(
+                encapsulate_payload(&mut tight, 0..n, 0, None),
+                Err(EncapError::NoHeadroom { need: HEADER_LEN, have: 0 })
+            );
         }
     }
 

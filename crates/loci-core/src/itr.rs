@@ -9,18 +9,29 @@
 //!   only starts again if traffic still wants the EID.
 //! * Each retransmission goes to the next Map-Resolver; a resolver that lets a request time out
 //!   loses its place as the first choice to the next one, and the resolver that answered
-//!   becomes the first choice.
+//!   becomes the first choice. After `resolver_return` away from the first configured resolver
+//!   (the preferred one), new resolutions try it first again; if it is still silent, that
+//!   costs one retransmission interval.
 //! * Every request carries a fresh random nonce; a Map-Reply is accepted only if its nonce is
 //!   outstanding, and only its records that cover the requested EID (or lie inside the one
 //!   that does) are installed. Anything else is dropped and counted: an off-path sender cannot
 //!   poison the cache without guessing a 64-bit nonce.
 //! * Entries in use are refreshed before their TTL runs out (see [`crate::map_cache`]).
+//! * Mobility (RFC 9301 §6.1, RFC 9437): a Solicit-Map-Request is never trusted. For an EID we
+//!   have cached, it starts an SMR-invoked Map-Request through the Map-Resolver (rate limited
+//!   per source and EID) and the nonce-checked answer replaces the entry. With `subscribe`, the
+//!   first Map-Request for an EID asks to be notified (I and N bits); the Map-Server's
+//!   Map-Notifies, authenticated with the pub/sub key and with nonces that only grow, update the
+//!   map-cache and are acknowledged with a Map-Notify-Ack.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use loci_wire::auth::{self, KeyRing, SendPolicy};
+use loci_wire::map_notify::MapNotify;
+use loci_wire::map_register::XtrId;
 use loci_wire::map_reply::MapReply;
 use loci_wire::map_request::MapRequest;
 use loci_wire::{Action, Address, MapRecord, Wire};
@@ -33,6 +44,8 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
+use crate::probing::{Prober, ProbingConfig, StatusBits};
+use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
 /// ITR settings. Defaults follow RFC 9301 §5.3.
@@ -54,6 +67,21 @@ pub struct ItrConfig {
     pub hold_down: Duration,
     /// Map-Requests per second over all EIDs (0: no limit besides the per-prefix one).
     pub requests_per_second: u32,
+    /// Act on Solicit-Map-Requests (with an SMR-invoked Map-Request; RFC 9301 §6.1).
+    pub smr: bool,
+    /// At most one SMR-invoked Map-Request per (SMR source, EID) per this (RFC 9301 §6.1: 3 s).
+    pub smr_interval: Duration,
+    /// Subscribe to resolved mappings (RFC 9437). Needs `pubsub_key`; on by default.
+    pub subscribe: bool,
+    /// Our identity in subscriptions (the I bit's xTR-ID and Site-ID).
+    pub xtr_id: u128,
+    pub site_id: u64,
+    /// Key ID and secret the Map-Servers sign publications with (the pub/sub key).
+    pub pubsub_key: Option<(u8, Vec<u8>)>,
+    /// How long after leaving the preferred (first) Map-Resolver new resolutions try it again.
+    pub resolver_return: Duration,
+    /// RLOC probing of the cached locators ([`crate::probing`]); `None`: off.
+    pub probing: Option<ProbingConfig>,
 }
 
 impl Default for ItrConfig {
@@ -67,6 +95,14 @@ impl Default for ItrConfig {
             max_attempts: 10,
             hold_down: Duration::from_secs(30),
             requests_per_second: 1000,
+            smr: true,
+            smr_interval: Duration::from_secs(3),
+            subscribe: true,
+            xtr_id: 0,
+            site_id: 0,
+            pubsub_key: None,
+            resolver_return: Duration::from_secs(60),
+            probing: None,
         }
     }
 }
@@ -126,6 +162,10 @@ pub struct Pending {
     pub source: IpAddr,
     /// Refreshing an entry in use (rather than resolving a miss).
     pub refresh: bool,
+    /// Asked for by an SMR (the requests carry the s bit).
+    pub smr_invoked: bool,
+    /// The requests ask to subscribe (I and N bits).
+    pub subscribe: bool,
     attempts: Vec<Attempt>,
     state: State,
     next: Instant,
@@ -144,6 +184,24 @@ impl Pending {
     }
 }
 
+/// The first-choice Map-Resolver, and since when it is not the preferred one (index 0).
+#[derive(Debug, Default)]
+struct Choice {
+    current: usize,
+    left_preferred: Option<Instant>,
+}
+
+impl Choice {
+    fn set(&mut self, r: usize, now: Instant) {
+        if r == 0 {
+            self.left_preferred = None;
+        } else if self.left_preferred.is_none() {
+            self.left_preferred = Some(now);
+        }
+        self.current = r;
+    }
+}
+
 pub struct Itr {
     config: ItrConfig,
     cache: MapCache,
@@ -151,32 +209,64 @@ pub struct Itr {
     /// Outstanding nonce -> pending key.
     nonces: HashMap<u64, EidPrefix>,
     timers: BinaryHeap<Reverse<(Instant, u64, EidPrefix)>>,
-    /// The first-choice resolver.
-    current: usize,
+    resolver: Choice,
     tokens: f64,
     refilled: Instant,
     next_seq: u64,
     stats: ItrStats,
     /// Logged once: no resolver can be reached from our RLOCs (a configuration error).
     warned_no_resolver: bool,
+    /// Prefixes we are subscribed to, with the last publication nonce accepted for each.
+    subscriptions: PrefixTable<Subscription>,
+    smr_limiter: KeyedLimiter<(IpAddr, EidPrefix)>,
+    prober: Option<Prober>,
 }
+
+/// A subscription (RFC 9437) as the ITR keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscription {
+    /// Nonce of the last Map-Notify accepted for it: a publication must be newer.
+    pub last_nonce: u64,
+    pub map_server: IpAddr,
+    pub since: Instant,
+}
+
+/// Most SMR sources and EIDs the SMR rate limit tracks.
+const MAX_SMR_KEYS: usize = 100_000;
 
 impl Itr {
     pub fn new(config: ItrConfig, now: Instant) -> Self {
         let cache = MapCache::new(config.cache.clone());
         let tokens = f64::from(config.requests_per_second);
+        let smr_limiter = KeyedLimiter::one_per(config.smr_interval, MAX_SMR_KEYS);
+        let prober = config.probing.clone().map(Prober::new);
         Itr {
+            subscriptions: PrefixTable::new(),
+            smr_limiter,
             config,
             cache,
             pending: PrefixTable::new(),
             nonces: HashMap::new(),
             timers: BinaryHeap::new(),
-            current: 0,
+            resolver: Choice::default(),
             tokens,
             refilled: now,
             next_seq: 0,
             stats: ItrStats::default(),
             warned_no_resolver: false,
+            prober,
+        }
+    }
+
+    /// RLOC probing, when configured.
+    pub fn prober(&self) -> Option<&Prober> {
+        self.prober.as_ref()
+    }
+
+    /// Locator-status bits the data plane saw ([`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &StatusBits) {
+        if let Some(p) = &mut self.prober {
+            p.handle_status_bits(change, &mut self.cache);
         }
     }
 
@@ -206,14 +296,25 @@ impl Itr {
         self.pending.len()
     }
 
+    /// The prefixes we are subscribed to (RFC 9437).
+    pub fn subscriptions(&self) -> &PrefixTable<Subscription> {
+        &self.subscriptions
+    }
+
+    /// Whether Map-Requests may ask for subscriptions (enabled, with a key to check them by).
+    fn may_subscribe(&self) -> bool {
+        self.config.subscribe && self.config.pubsub_key.is_some()
+    }
+
     /// The Map-Resolver tried first for new resolutions.
     pub fn current_resolver(&self) -> Option<SocketAddr> {
-        self.config.map_resolvers.get(self.current).copied()
+        self.config.map_resolvers.get(self.resolver.current).copied()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.timers.peek().map(|Reverse((t, ..))| *t);
-        [pending, self.cache.poll_timeout()].into_iter().flatten().min()
+        let probe = self.prober.as_ref().and_then(Prober::poll_timeout);
+        [pending, self.cache.poll_timeout(), probe].into_iter().flatten().min()
     }
 
     /// The data plane found no usable mapping for `dst` (or one flagged send-map-request).
@@ -230,7 +331,7 @@ impl Itr {
         if self.note_pending(iid, dst) {
             return;
         }
-        self.start(now, key, dst, src, false, rng, io);
+        self.start(now, key, dst, src, Kind::Miss, rng, io);
         self.cache.publish();
     }
 
@@ -251,7 +352,7 @@ impl Itr {
         key: EidPrefix,
         eid: IpAddr,
         source: IpAddr,
-        refresh: bool,
+        kind: Kind,
         rng: &mut StdRng,
         io: &mut Io,
     ) {
@@ -261,7 +362,20 @@ impl Itr {
             return;
         }
         let seq = self.seq();
-        let p = Pending { eid, source, refresh, attempts: Vec::new(), state: State::Sending, next: now, seq };
+        // Subscribe once per prefix: later requests (refreshes, SMR-invoked) need no N bit, and
+        // a repeated subscription would need a nonce above the last one (RFC 9437 §5).
+        let subscribe = self.may_subscribe() && self.subscriptions.longest_match(key.iid, eid).is_none();
+        let p = Pending {
+            eid,
+            source,
+            refresh: kind != Kind::Miss,
+            smr_invoked: kind == Kind::Smr,
+            subscribe,
+            attempts: Vec::new(),
+            state: State::Sending,
+            next: now,
+            seq,
+        };
         self.pending.insert(key, p);
         self.send(now, key, rng, io);
     }
@@ -305,9 +419,13 @@ impl Itr {
             self.schedule(key, now + wait);
             return;
         }
+        if self.resolver.left_preferred.is_some_and(|t| now.saturating_duration_since(t) >= self.config.resolver_return)
+        {
+            self.resolver.set(0, now);
+        }
         let Some(p) = self.pending.get(&key) else { return };
         let n = self.config.map_resolvers.len();
-        let first = p.attempts.last().map_or(self.current, |a| a.resolver + 1);
+        let first = p.attempts.last().map_or(self.resolver.current, |a| a.resolver + 1);
         // The next resolver we have a source RLOC for.
         let target = (0..n).map(|i| (first + i) % n).find_map(|r| {
             let addr = self.config.map_resolvers[r];
@@ -326,7 +444,12 @@ impl Itr {
         while self.nonces.contains_key(&nonce) {
             nonce = rng.next_u64();
         }
-        let req = self.request(key.iid, p.eid, p.source, nonce);
+        let mut req = self.request(key.iid, p.eid, p.source, nonce);
+        req.smr_invoked = p.smr_invoked;
+        if p.subscribe {
+            req.records[0].notify = true;
+            req.xtr_id = Some(XtrId { xtr_id: self.config.xtr_id, site_id: self.config.site_id });
+        }
         let ecm = encapsulate_request(src, CONTROL_PORT, &req);
         io.send("Encapsulated-Control-Message", Some(src), addr, ecm.to_bytes());
         self.stats.requests += 1;
@@ -363,8 +486,7 @@ impl Itr {
                 CacheEvent::RefreshDue { prefix, eid } => {
                     if self.pending.longest_match(prefix.iid, eid).is_none() {
                         self.stats.refreshes += 1;
-                        let source = if eid.is_ipv4() { IpAddr::from([0u8; 4]) } else { IpAddr::from([0u8; 16]) };
-                        self.start(now, prefix, eid, source, true, rng, io);
+                        self.start(now, prefix, eid, unspecified(eid), Kind::Refresh, rng, io);
                     }
                 }
                 CacheEvent::Expired(prefix) => {
@@ -396,8 +518,8 @@ impl Itr {
                     if let Some(last) = p.attempts.last().copied() {
                         self.stats.timeouts += 1;
                         // A resolver that lets a request time out is no longer the first choice.
-                        if last.resolver == self.current && !self.config.map_resolvers.is_empty() {
-                            self.current = (self.current + 1) % self.config.map_resolvers.len();
+                        if last.resolver == self.resolver.current && !self.config.map_resolvers.is_empty() {
+                            self.resolver.set((self.resolver.current + 1) % self.config.map_resolvers.len(), now);
                         }
                     }
                     let covered = !p.refresh
@@ -419,6 +541,9 @@ impl Itr {
                 }
             }
         }
+        if let Some(p) = &mut self.prober {
+            p.handle_timeout(now, &mut self.cache, &self.config.rlocs, rng, io);
+        }
         self.cache.publish();
     }
 
@@ -433,6 +558,10 @@ impl Itr {
             }
         };
         io.note(&notes);
+        if let Some(p) = self.prober.as_mut().filter(|_| reply.probe) {
+            p.handle_reply(now, remote, &reply, &mut self.cache, io);
+            return;
+        }
         let Some(key) = self.nonces.get(&reply.nonce).copied().filter(|_| !reply.probe) else {
             self.stats.replies_unmatched += 1;
             io.refuse(now, None, Drop::NoMatchingNonce, remote, "Map-Reply matches no outstanding Map-Request");
@@ -440,7 +569,7 @@ impl Itr {
         };
         let Some(p) = self.drop_pending(&key) else { return };
         if let Some(a) = p.attempts.iter().find(|a| a.nonce == reply.nonce) {
-            self.current = a.resolver;
+            self.resolver.set(a.resolver, now);
         }
         self.stats.replies_accepted += 1;
         let requested = EidPrefix::host(key.iid, p.eid);
@@ -457,7 +586,147 @@ impl Itr {
                 }
             }
         }
+        if let Some(p) = &mut self.prober {
+            p.sync(now, &mut self.cache);
+        }
         self.cache.publish();
+    }
+
+    /// A Solicit-Map-Request (a Map-Request with the S bit) from `remote`. Its content is not
+    /// trusted: for an EID we have cached, it only starts an SMR-invoked Map-Request through the
+    /// mapping system (RFC 9301 §6.1), whose nonce-checked answer replaces the entry.
+    pub fn handle_smr(&mut self, now: Instant, remote: SocketAddr, data: &[u8], rng: &mut StdRng, io: &mut Io) {
+        io.stats.received("Map-Request");
+        io.stats.mobility.smrs_received += 1;
+        let req = match MapRequest::parse(data) {
+            Ok(r) => r,
+            Err(e) => {
+                io.refuse(now, None, Drop::Malformed, remote, &format!("malformed SMR: {e}"));
+                return;
+            }
+        };
+        if !self.config.smr {
+            io.stats.mobility.smrs_ignored += 1;
+            return;
+        }
+        // One EID per SMR is what senders put in; more records are not more work for a stranger.
+        let Some(eid) = req.records.first().and_then(|r| eid_from_wire(&r.eid, r.eid_mask_len)) else {
+            io.stats.drop(Drop::Malformed);
+            return;
+        };
+        let addr = eid.net.network();
+        if !self.smr_limiter.check(now, &(remote.ip(), eid)) {
+            io.stats.mobility.smrs_rate_limited += 1;
+            io.stats.drop(Drop::RateLimited);
+            return;
+        }
+        // RFC 9301 §6.1: no cached mapping, no SMR-invoked Map-Request.
+        let Some((cached, _)) = self.cache.lookup(eid.iid, addr) else {
+            io.stats.mobility.smrs_ignored += 1;
+            return;
+        };
+        if self.pending.longest_match(eid.iid, addr).is_some() {
+            io.stats.mobility.smrs_ignored += 1;
+            return;
+        }
+        io.stats.mobility.smrs_accepted += 1;
+        tracing::debug!(%eid, from = %remote, "SMR: SMR-invoked Map-Request");
+        self.start(now, cached, addr, unspecified(addr), Kind::Smr, rng, io);
+    }
+
+    /// A Map-Notify for the ITR: the confirmation of a subscription (its nonce is that of an
+    /// outstanding Map-Request) or a publication (newer than the last for a subscribed prefix
+    /// covering its records). Authenticated with the pub/sub key; acknowledged.
+    pub fn handle_notify(&mut self, now: Instant, remote: SocketAddr, data: &[u8], io: &mut Io) {
+        let notify = match MapNotify::parse(data) {
+            Ok(n) => n,
+            Err(_) => {
+                io.stats.drop(Drop::Malformed);
+                return;
+            }
+        };
+        let Some((key_id, key)) = self.config.pubsub_key.clone() else {
+            io.stats.mobility.forged_notifies += 1;
+            io.refuse(now, None, Drop::Unexpected, remote, "Map-Notify, but no pub/sub key is configured");
+            return;
+        };
+        if notify.ack || auth::verify(data, &KeyRing::with_key(key_id, key.clone()), false).is_err() {
+            io.stats.mobility.forged_notifies += 1;
+            io.refuse(now, None, Drop::BadAuth, remote, "Map-Notify failed pub/sub authentication");
+            return;
+        }
+        let records: Vec<(EidPrefix, &MapRecord)> =
+            notify.records.iter().filter_map(|r| eid_from_wire(&r.eid, r.eid_mask_len).map(|p| (p, r))).collect();
+        if let Some(pkey) = self.nonces.get(&notify.nonce).copied() {
+            // The confirmation of a subscription: the answer to our Map-Request.
+            let Some(p) = self.drop_pending(&pkey) else { return };
+            self.stats.replies_accepted += 1;
+            let requested = EidPrefix::host(pkey.iid, p.eid);
+            for (prefix, rec) in records {
+                if !prefix.covers(&requested) && !requested.covers(&prefix) {
+                    self.stats.records_refused += 1;
+                    continue;
+                }
+                self.install(now, prefix, rec, p.eid);
+                if self.subscriptions.len() < self.config.cache.max_entries {
+                    let s = Subscription { last_nonce: notify.nonce, map_server: remote.ip(), since: now };
+                    self.subscriptions.insert(prefix, s);
+                }
+            }
+        } else {
+            let mut applied = false;
+            for (prefix, rec) in records {
+                let farewell = rec.locators.is_empty() && rec.action == Action::DROP_AUTH_FAILURE;
+                let sub = self.subscription_for(&prefix, notify.nonce).or_else(|| {
+                    // The farewell repeats the unacknowledged publication's nonce (RFC 9437 §5),
+                    // which we may have accepted while our Map-Notify-Ack got lost.
+                    let exact = |s: &&(EidPrefix, &Subscription)| s.1.last_nonce == notify.nonce;
+                    let covering: Vec<(EidPrefix, &Subscription)> = self.subscriptions.covering(&prefix).collect();
+                    farewell.then(|| covering.iter().find(exact).map(|(p, _)| *p)).flatten()
+                });
+                let Some(sub) = sub else {
+                    let known = self.subscriptions.covering(&prefix).next().is_some();
+                    if known {
+                        io.stats.mobility.replayed_notifies += 1;
+                        io.refuse(now, None, Drop::Replay, remote, "publication not newer than the last one");
+                    } else {
+                        io.stats.mobility.forged_notifies += 1;
+                        io.refuse(now, None, Drop::NoMatchingNonce, remote, "publication for no subscription of ours");
+                    }
+                    continue;
+                };
+                if let Some(s) = self.subscriptions.get_mut(&sub) {
+                    s.last_nonce = notify.nonce;
+                }
+                applied = true;
+                if farewell {
+                    // The Map-Server dropped our subscription (RFC 9437 §5): the next
+                    // Map-Request subscribes again; the cached mapping stays until its TTL.
+                    self.subscriptions.remove(&sub);
+                    continue;
+                }
+                io.stats.mobility.publications_applied += 1;
+                self.install(now, prefix, rec, prefix.net.network());
+            }
+            if !applied {
+                return;
+            }
+        }
+        self.cache.publish();
+        let mut ack = notify.to_ack();
+        if let Ok(bytes) = ack.to_signed_bytes(key_id, &key, &SendPolicy::default()) {
+            io.send("Map-Notify-Ack", None, SocketAddr::new(remote.ip(), CONTROL_PORT), bytes);
+        }
+    }
+
+    /// The subscribed prefix covering `prefix` whose last nonce is below `nonce` (the most
+    /// specific, when several are). The Map-Server numbers each subscription's publications
+    /// from its request's random nonce, so a nonce far above one's last is another's.
+    fn subscription_for(&self, prefix: &EidPrefix, nonce: u64) -> Option<EidPrefix> {
+        const WINDOW: u64 = 1 << 32;
+        let mut covering: Vec<(EidPrefix, &Subscription)> = self.subscriptions.covering(prefix).collect();
+        covering.reverse();
+        covering.into_iter().find(|(_, s)| nonce > s.last_nonce && nonce - s.last_nonce < WINDOW).map(|(p, _)| p)
     }
 
     fn install(&mut self, now: Instant, prefix: EidPrefix, rec: &MapRecord, eid: IpAddr) {
@@ -475,6 +744,23 @@ impl Itr {
         if self.cache.insert(m, eid).is_some() {
             self.stats.evicted += 1;
         }
+    }
+}
+
+/// Why a resolution started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Miss,
+    Refresh,
+    Smr,
+}
+
+/// The unspecified address of `eid`'s family (an unknown source EID).
+fn unspecified(eid: IpAddr) -> IpAddr {
+    if eid.is_ipv4() {
+        IpAddr::from([0u8; 4])
+    } else {
+        IpAddr::from([0u8; 16])
     }
 }
 

@@ -1,6 +1,16 @@
 //! Map-Server (RFC 9301 §8.2-§8.3): accepts authenticated Map-Registers from the ETRs of
 //! configured sites, and answers Map-Requests for their EIDs by proxy, by forwarding them to the
 //! last registered ETR, or negatively.
+//!
+//! Host mobility (DESIGN §5): a host prefix (/32, /128) registered by another xTR with an RLOC
+//! set disjoint from the previous registrant's has moved. The new registration replaces the
+//! old, subscribers get the new mapping (pub/sub), and the previous registrant gets a
+//! Map-Notify signed with the site key, retransmitted until its Map-Notify-Ack (RFC 9301 §5.7).
+//! That Map-Notify's nonce lies [`MOVE_NONCE_GAP`] above the last Map-Register nonce seen from
+//! the registrant, which moves its own counter past it on receipt: so a Map-Register of the host
+//! that was already in flight when the host moved (nonce below) is told from a real move back
+//! (nonce above) and ignored, and a replayed Map-Notify is older than any later registration.
+//! A record with TTL 0 in a Map-Register with the T bit withdraws that xTR's registration.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -21,7 +31,7 @@ use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request, reply_dest
 use crate::negative::{self, Negative};
 use crate::node::{Event, Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
-use crate::pubsub::{signed_notify, SubscribeResult, Subscriptions};
+use crate::pubsub::{signed_notify, SubscribeResult, Subscriptions, RETRANSMIT};
 use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
@@ -56,6 +66,25 @@ pub struct XtrRegistration {
     pub first_registered: Instant,
     pub last_registered: Instant,
     pub expires: Instant,
+    /// Key ID and MAC shape it authenticated with: Map-Notifies to it are signed alike.
+    pub key_id: u8,
+    pub auth: SendPolicy,
+}
+
+/// How far above a registrant's last Map-Register nonce the Map-Notify telling it that a host
+/// moved is numbered: more than the Map-Registers it can have in flight.
+pub const MOVE_NONCE_GAP: u64 = 1 << 20;
+/// Displaced registrants remembered per host prefix.
+const MAX_DISPLACED: usize = 4;
+
+/// A Map-Notify telling a previous registrant its host moved, until acknowledged.
+#[derive(Debug, Clone)]
+struct MoveNotify {
+    site: usize,
+    dst: SocketAddr,
+    bytes: Vec<u8>,
+    sent: usize,
+    next: Instant,
 }
 
 /// The registrations of one (IID, prefix).
@@ -131,6 +160,14 @@ pub struct MapServer {
     /// The ETR on this same node, when there is one: it registers with us, and forwarding a
     /// Map-Request to its address would send it back to this Map-Server, around and around.
     local_etr: Option<Registrant>,
+    /// Per moved host prefix, the registrants it moved away from and the nonce of the
+    /// Map-Notify that told them (their Map-Registers of it with lower nonces are stale).
+    displaced: HashMap<EidPrefix, Vec<(Registrant, u64)>>,
+    /// Last move Map-Notify nonce per (site, registrant).
+    move_nonces: HashMap<(usize, Registrant), u64>,
+    /// Move Map-Notifies awaiting their Map-Notify-Ack, by nonce, and their timers.
+    moves: HashMap<u64, MoveNotify>,
+    move_timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 /// What a Map-Request for one EID resolves to at this Map-Server.
@@ -164,6 +201,10 @@ impl MapServer {
             reply_limiter: KeyedLimiter::one_per(limits.map_reply_repeat, max_keys),
             subscriptions: Subscriptions::new(config.max_subscriptions),
             local_etr: None,
+            displaced: HashMap::new(),
+            move_nonces: HashMap::new(),
+            moves: HashMap::new(),
+            move_timers: BinaryHeap::new(),
         }
     }
 
@@ -210,7 +251,8 @@ impl MapServer {
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let expiry = self.expiry.peek().map(|Reverse((t, _))| *t);
-        [expiry, self.subscriptions.poll_timeout()].into_iter().flatten().min()
+        let moves = self.move_timers.peek().map(|Reverse((t, _))| *t);
+        [expiry, self.subscriptions.poll_timeout(), moves].into_iter().flatten().min()
     }
 
     /// The pub/sub policy of the site owning `prefix`.
@@ -249,6 +291,7 @@ impl MapServer {
             site_prefixes.longest_match(p.iid, p.net.network()).and_then(|(_, s)| sites[s.site].config.pubsub.clone())
         };
         self.subscriptions.handle_timeout(now, key_of, io);
+        self.retransmit_moves(now, io);
         let mut gone = Vec::new();
         while let Some(Reverse((t, prefix))) = self.expiry.peek().copied() {
             if t > now {
@@ -267,10 +310,7 @@ impl MapServer {
             io.stats.registrations_expired += (before - reg.xtrs.len()) as u64;
             if reg.xtrs.is_empty() {
                 let site = reg.site;
-                self.registrations.remove(&prefix);
-                let site = self.sites[site].config.name.clone();
-                tracing::info!(%prefix, %site, "registration expired");
-                io.events.push_back(Event::Unregistered { site, prefix });
+                self.unregister(prefix, site, "registration expired", io);
                 gone.push(prefix);
             }
         }
@@ -281,6 +321,36 @@ impl MapServer {
         if self.expiry.len() > 2 * self.registrations.len() + 1024 {
             self.expiry =
                 self.registrations.iter().filter_map(|(p, r)| r.earliest_expiry().map(|t| Reverse((t, p)))).collect();
+        }
+    }
+
+    /// Removes the registration of `prefix` (all its xTRs gone).
+    fn unregister(&mut self, prefix: EidPrefix, site: usize, why: &str, io: &mut Io) {
+        self.registrations.remove(&prefix);
+        self.displaced.remove(&prefix);
+        let site = self.sites[site].config.name.clone();
+        tracing::info!(%prefix, %site, "{why}");
+        io.events.push_back(Event::Unregistered { site, prefix });
+    }
+
+    /// Retransmits unacknowledged move Map-Notifies (RFC 9301 §5.7), then gives up.
+    fn retransmit_moves(&mut self, now: Instant, io: &mut Io) {
+        while let Some(&Reverse((t, nonce))) = self.move_timers.peek() {
+            if t > now {
+                break;
+            }
+            self.move_timers.pop();
+            let Some(m) = self.moves.get_mut(&nonce).filter(|m| m.next == t) else { continue };
+            if m.sent >= RETRANSMIT.len() {
+                tracing::info!(dst = %m.dst, "move Map-Notify never acknowledged");
+                self.moves.remove(&nonce);
+                continue;
+            }
+            io.send("Map-Notify", None, m.dst, m.bytes.clone());
+            io.stats.mobility.notifies_pushed += 1;
+            m.next = now + RETRANSMIT[m.sent];
+            m.sent += 1;
+            self.move_timers.push(Reverse((m.next, nonce)));
         }
     }
 
@@ -359,8 +429,17 @@ impl MapServer {
         self.nonces_dirty = true;
         io.events.push_back(Event::NoncesChanged);
 
+        let key = (
+            verified.key_id,
+            SendPolicy { algorithm: verified.algorithm, coverage: verified.coverage, length: verified.length },
+        );
         for (rec, prefix) in reg.records.iter().zip(&prefixes) {
-            if self.store(now, site, registrant, remote.ip(), &reg, rec, *prefix, io) {
+            let changed = if reg.use_ttl && rec.ttl == 0 {
+                self.withdraw(site, registrant, *prefix, io)
+            } else {
+                self.store(now, site, registrant, remote.ip(), &reg, rec, *prefix, key, io)
+            };
+            if changed {
                 self.publish(now, *prefix, io);
             }
         }
@@ -388,6 +467,24 @@ impl MapServer {
         }
     }
 
+    /// A record with TTL 0 and the T bit: `registrant` withdraws its registration of `prefix`
+    /// (others' registrations of it stand). Returns whether the mapping changed.
+    fn withdraw(&mut self, site: usize, registrant: Registrant, prefix: EidPrefix, io: &mut Io) -> bool {
+        let Some(entry) = self.registrations.get_mut(&prefix) else { return false };
+        let Some(i) = entry.xtrs.iter().position(|x| x.registrant == registrant) else { return false };
+        entry.xtrs.remove(i);
+        if entry.xtrs.is_empty() {
+            self.unregister(prefix, site, "registration withdrawn", io);
+        }
+        true
+    }
+
+    /// Whether a Map-Register of host `prefix` by `registrant` with `nonce` was sent before the
+    /// registrant learnt that the host had moved away from it.
+    fn stale(&self, prefix: &EidPrefix, registrant: Registrant, nonce: u64) -> bool {
+        self.displaced.get(prefix).is_some_and(|d| d.iter().any(|&(r, n)| r == registrant && nonce <= n))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
@@ -398,8 +495,13 @@ impl MapServer {
         reg: &MapRegister,
         rec: &MapRecord,
         prefix: EidPrefix,
+        (key_id, auth): (u8, SendPolicy),
         io: &mut Io,
     ) -> bool {
+        if prefix.is_host() && self.stale(&prefix, registrant, reg.nonce) {
+            io.stats.mobility.stale_registrations += 1;
+            return false;
+        }
         let ttl_expiry = Duration::from_secs(u64::from(rec.ttl) * 60);
         let expires = now + if reg.use_ttl { ttl_expiry } else { self.registration_timeout };
         let entry = self.registrations.get_or_insert_with(prefix, || Registration { site, xtrs: Vec::new() });
@@ -407,6 +509,19 @@ impl MapServer {
         let previous = entry.xtrs.iter().position(|x| x.registrant == registrant).map(|i| entry.xtrs.remove(i));
         let first_registered = previous.as_ref().map_or(now, |p| p.first_registered);
         let changed = previous.as_ref().is_none_or(|p| p.locators != rec.locators);
+        // A host registered by another xTR with none of its locators has moved.
+        let moved_from: Vec<XtrRegistration> = if prefix.is_host() {
+            let disjoint = |x: &XtrRegistration| {
+                !x.locators.is_empty()
+                    && !rec.locators.is_empty()
+                    && !x.locators.iter().any(|l| rec.locators.iter().any(|m| m.address == l.address))
+            };
+            let (gone, stay) = std::mem::take(&mut entry.xtrs).into_iter().partition(disjoint);
+            entry.xtrs = stay;
+            gone
+        } else {
+            Vec::new()
+        };
         if !reg.merge {
             // Without the merge bit the latest registration stands alone.
             entry.xtrs.clear();
@@ -424,9 +539,18 @@ impl MapServer {
             first_registered,
             last_registered: now,
             expires,
+            key_id,
+            auth,
         });
         if timer_due.is_none_or(|t| expires < t) {
             self.expiry.push(Reverse((expires, prefix)));
+        }
+        if let Some(d) = self.displaced.get_mut(&prefix) {
+            // Back at a registrant it had left, with a newer registration: no longer stale.
+            d.retain(|(r, _)| *r != registrant);
+        }
+        for old in moved_from {
+            self.moved(now, site, prefix, old, io);
         }
         if changed {
             let site = self.sites[site].config.name.clone();
@@ -434,6 +558,45 @@ impl MapServer {
             io.events.push_back(Event::Registered { site, prefix, by: source });
         }
         changed
+    }
+
+    /// Host `prefix` moved away from `old`: tell it, signed with the site key, until it acks.
+    fn moved(&mut self, now: Instant, site: usize, prefix: EidPrefix, old: XtrRegistration, io: &mut Io) {
+        let Some(reg) = self.registrations.get(&prefix) else { return };
+        let record = proxy_record(prefix, reg);
+        let to = reg.latest().map(|x| x.registrant);
+        io.stats.mobility.moves += 1;
+        tracing::info!(%prefix, from = %old.registrant, to = ?to.map(|r| r.to_string()), "host moved");
+        let last_register = self.nonces.get(&(site, old.registrant)).copied().unwrap_or(0);
+        let last_move = self.move_nonces.get(&(site, old.registrant)).copied().unwrap_or(0);
+        let nonce = last_register.saturating_add(MOVE_NONCE_GAP).max(last_move.saturating_add(1));
+        self.move_nonces.insert((site, old.registrant), nonce);
+        let d = self.displaced.entry(prefix).or_default();
+        d.retain(|(r, _)| *r != old.registrant);
+        if d.len() >= MAX_DISPLACED {
+            d.remove(0);
+        }
+        d.push((old.registrant, nonce));
+        let Some(key) = self.sites[site].config.keys.get(old.key_id) else { return };
+        let mut notify = MapNotify {
+            ack: false,
+            nonce,
+            key_id: 0,
+            algorithm_id: 0,
+            auth_data: Vec::new(),
+            records: vec![record],
+            xtr_id: None,
+        };
+        let Ok(bytes) = notify.to_signed_bytes(old.key_id, key, &old.auth) else { return };
+        let dst = SocketAddr::new(old.source, CONTROL_PORT);
+        io.send("Map-Notify", None, dst, bytes.clone());
+        io.stats.mobility.move_notifies += 1;
+        io.stats.mobility.notifies_pushed += 1;
+        if self.moves.len() < self.max_registrations {
+            let next = now + RETRANSMIT[0];
+            self.moves.insert(nonce, MoveNotify { site, dst, bytes, sent: 1, next });
+            self.move_timers.push(Reverse((next, nonce)));
+        }
     }
 
     /// A Map-Request that came straight to us (not encapsulated), as `loci rig` sends.
@@ -602,6 +765,7 @@ impl MapServer {
         tracing::info!(%prefix, xtr = format!("{:032x}", xtr.xtr_id), ?result, "subscription");
         if let Some(bytes) = signed_notify(req.nonce, record, &policy) {
             io.send("Map-Notify", Some(local.ip()), to, bytes);
+            io.stats.mobility.notifies_pushed += 1;
         }
         result
     }
@@ -632,8 +796,25 @@ impl MapServer {
         let key_of = |p: &EidPrefix| {
             site_prefixes.longest_match(p.iid, p.net.network()).and_then(|(_, s)| sites[s.site].config.pubsub.clone())
         };
-        if !self.subscriptions.acknowledge(data, ack.nonce, key_of) {
-            io.stats.drop(Drop::NoMatchingNonce);
+        if self.subscriptions.acknowledge(data, ack.nonce, key_of) {
+            io.stats.mobility.notifies_acked += 1;
+            return;
+        }
+        let confirmed = ack.records.first().and_then(|r| eid_from_wire(&r.eid, r.eid_mask_len)).is_some_and(|p| {
+            self.pubsub_policy(&p)
+                .is_some_and(|policy| self.subscriptions.acknowledge_confirmation(data, ack.nonce, &p, &policy))
+        });
+        if confirmed {
+            io.stats.mobility.notifies_acked += 1;
+            return;
+        }
+        let moved = self.moves.get(&ack.nonce).map(|m| m.site);
+        match moved {
+            Some(site) if auth::verify(data, &self.sites[site].config.keys, false).is_ok() => {
+                self.moves.remove(&ack.nonce);
+                io.stats.mobility.notifies_acked += 1;
+            }
+            _ => io.stats.drop(Drop::NoMatchingNonce),
         }
     }
 }
@@ -739,7 +920,7 @@ mod tests {
         assert!(ms.registration(&prefix).is_some(), "180 s after the last refresh, not the first");
         assert_eq!(ms.poll_timeout(), Some(at(300)));
         // A second xTR whose TTL runs out sooner gets its own, earlier timer.
-        ms.handle_register(at(290), local, remote, &register("10.1.1.1/32", 2, 1, Some(0)), &mut io);
+        ms.handle_register(at(230), local, remote, &register("10.1.1.1/32", 2, 1, Some(1)), &mut io);
         assert_eq!(ms.poll_timeout(), Some(at(290)));
         tick(&mut ms, &mut io, at(290));
         assert_eq!(ms.registration(&prefix).map(|r| r.xtrs.len()), Some(1));

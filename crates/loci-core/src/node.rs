@@ -13,12 +13,13 @@ use loci_wire::{Notes, Wire};
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 
-use crate::config::NodeConfig;
+use crate::config::{MobilityMode, NodeConfig};
 use crate::eid::EidPrefix;
-use crate::etr::Etr;
+use crate::etr::{Etr, NotifyVerdict};
 use crate::itr::Itr;
 use crate::map_resolver::MapResolver;
 use crate::map_server::MapServer;
+use crate::mobility::{AwayView, DynamicEidView};
 use crate::stats::{Drop, Stats};
 
 /// The LISP control port (RFC 9301 §5).
@@ -45,6 +46,28 @@ pub enum Event {
     RegistrationAcknowledged { map_server: SocketAddr },
     /// Replay-protection nonces changed and should be persisted (batched by the caller).
     NoncesChanged,
+    /// RLOC probing found a locator dead: the map-cache no longer chooses it.
+    LocatorDown { rloc: IpAddr },
+    /// A locator found dead answers probes again.
+    LocatorUp { rloc: IpAddr },
+    /// A local host became a dynamic EID: route it towards `interface` (in across-subnet mode,
+    /// also answer ARP/ND for its gateway and home-subnet neighbours there).
+    HostDetected { prefix: EidPrefix, interface: String, mode: MobilityMode },
+    /// A dynamic EID is no longer here: remove its host route.
+    HostRemoved { prefix: EidPrefix, interface: String, reason: HostRemoval },
+    /// A dynamic EID has gone quiet: send it an ARP request or a Neighbor Solicitation on
+    /// `interface`; any packet from it calls `Node::handle_host_seen` again.
+    ProbeHost { prefix: EidPrefix, interface: String },
+}
+
+/// Why a dynamic EID left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRemoval {
+    /// Another xTR registered it (or announced it on the map-notify-group): its packets go to
+    /// these RLOCs now (the away entry).
+    Moved { to: Vec<IpAddr> },
+    /// It did not answer the probes.
+    Silent,
 }
 
 /// Where role handlers put what they produce.
@@ -97,6 +120,11 @@ impl Io {
     }
 }
 
+/// Whether a Map-Request has the S bit (a Solicit-Map-Request, RFC 9301 §6.1).
+fn is_smr(data: &[u8]) -> bool {
+    data.first().is_some_and(|b| b & 0x01 != 0)
+}
+
 /// A node and its enabled roles.
 pub struct Node {
     pub name: String,
@@ -147,10 +175,23 @@ impl Node {
                 Some(itr) => itr.handle_map_reply(now, remote, data, io),
                 None => io.stats.drop(Drop::Unexpected),
             },
-            message_type::MAP_NOTIFY => match &mut self.etr {
-                Some(etr) => etr.handle_notify(now, remote, data, io),
-                None => io.stats.drop(Drop::Unexpected),
-            },
+            message_type::MAP_NOTIFY => {
+                io.stats.received("Map-Notify");
+                // The ETR's (acknowledgements, moves, site announcements) first; what it does
+                // not recognise may be a publication for the ITR.
+                let verdict = match &mut self.etr {
+                    Some(etr) => etr.handle_notify(now, remote, data, io),
+                    None => NotifyVerdict::NotMine,
+                };
+                match (verdict, &mut self.itr) {
+                    (NotifyVerdict::Handled, _) => {}
+                    (NotifyVerdict::NotMine, Some(itr)) => itr.handle_notify(now, remote, data, io),
+                    (NotifyVerdict::NotMine, None) => {
+                        io.stats.mobility.forged_notifies += 1;
+                        io.refuse(now, None, Drop::Unexpected, remote, "Map-Notify matches nothing we expect");
+                    }
+                }
+            }
             message_type::ECM => {
                 let (ecm, notes) = match Ecm::parse_noting(data) {
                     Ok(v) => v,
@@ -173,8 +214,20 @@ impl Node {
                     io.stats.drop(Drop::Unexpected);
                 }
             }
+            message_type::MAP_REQUEST if is_smr(data) => match &mut self.itr {
+                Some(itr) => itr.handle_smr(now, remote, data, &mut self.rng, io),
+                None => {
+                    io.stats.received("Map-Request");
+                    io.stats.mobility.smrs_ignored += 1;
+                    io.stats.drop(Drop::Unexpected);
+                }
+            },
             message_type::MAP_REQUEST => {
-                if let Some(ms) = &mut self.ms {
+                // RLOC probes are for the ETR, also on a node that is a Map-Server too.
+                let probe = loci_wire::map_request::MapRequestPacket::new_checked(data).is_ok_and(|p| p.probe());
+                if let Some(etr) = self.etr.as_mut().filter(|_| probe) {
+                    etr.handle_direct_request(now, local, remote, data, io);
+                } else if let Some(ms) = &mut self.ms {
                     ms.handle_direct_request(now, local, remote, data, io);
                 } else if let Some(etr) = &mut self.etr {
                     etr.handle_direct_request(now, local, remote, data, io);
@@ -191,6 +244,44 @@ impl Node {
         match &mut self.itr {
             Some(itr) => itr.handle_miss(now, iid, dst, src, &mut self.rng, &mut self.io),
             None => self.io.stats.drop(Drop::Unexpected),
+        }
+    }
+
+    /// The data plane saw a packet (ARP, ND or IP) from local host `host` on site interface
+    /// `interface`: in a dynamic-EID range there, the host becomes (or stays) a dynamic EID of
+    /// this xTR. Call it for every new source and at least once per probe interval for known
+    /// ones (calls for known hosts only restart their timers).
+    pub fn handle_host_seen(&mut self, now: Instant, iid: u32, host: IpAddr, interface: &str) {
+        match &mut self.etr {
+            Some(etr) => etr.handle_host_seen(now, iid, host, interface, &mut self.io),
+            None => self.io.stats.mobility.hosts_outside_ranges += 1,
+        }
+    }
+
+    /// The data plane re-encapsulated a packet from ITR `itr_rloc` (the outer source) for
+    /// `eid`, found in the away entries ([`Etr::away_reader`]): the ITR gets a
+    /// Solicit-Map-Request, rate limited per (ITR, EID).
+    pub fn handle_away_packet(&mut self, now: Instant, iid: u32, eid: IpAddr, itr_rloc: IpAddr) {
+        if let Some(etr) = &mut self.etr {
+            etr.handle_away_packet(now, iid, eid, itr_rloc, &mut self.rng, &mut self.io);
+        }
+    }
+
+    /// The dynamic EIDs of this xTR (`loci show dynamic-eids`).
+    pub fn dynamic_eids(&self) -> Vec<DynamicEidView> {
+        self.etr.as_ref().map(Etr::dynamic_eids).unwrap_or_default()
+    }
+
+    /// Hosts that moved away, with their new RLOCs.
+    pub fn away_entries(&self) -> Vec<AwayView> {
+        self.etr.as_ref().map(Etr::away_entries).unwrap_or_default()
+    }
+
+    /// Locator-status bits the data plane saw on a decapsulated packet (ITR role; see
+    /// [`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &crate::probing::StatusBits) {
+        if let Some(itr) = &mut self.itr {
+            itr.handle_status_bits(change);
         }
     }
 

@@ -21,7 +21,7 @@ use crate::prefix_table::PrefixTable;
 
 /// Waits before each retransmission of an unacknowledged publication: 3 at 3 s, then 3 more
 /// backing off exponentially (RFC 9301 §5.7); after the last, the subscriber is dropped.
-const RETRANSMIT: [Duration; 7] = [
+pub(crate) const RETRANSMIT: [Duration; 7] = [
     Duration::from_secs(3),
     Duration::from_secs(3),
     Duration::from_secs(3),
@@ -177,6 +177,7 @@ impl Subscriptions {
                     self.by_nonce.remove(&old.nonce);
                 }
                 io.send("Map-Notify", None, dst, bytes.clone());
+                io.stats.mobility.notifies_pushed += 1;
                 let next = now + RETRANSMIT[0];
                 s.pending = Some(Pending { nonce: s.notify_nonce, bytes, sent: 1, next });
                 self.by_nonce.insert(s.notify_nonce, (p, s.xtr.xtr_id));
@@ -205,6 +206,17 @@ impl Subscriptions {
             s.pending = None;
         }
         true
+    }
+
+    /// A Map-Notify-Ack of a subscription's confirmation (RFC 9437 §5: its nonce is the
+    /// request's). Confirmations are not retransmitted, so this only checks that the ack is
+    /// genuine; true when it is.
+    pub fn acknowledge_confirmation(&self, data: &[u8], nonce: u64, prefix: &EidPrefix, policy: &PubSubPolicy) -> bool {
+        let Some(subs) = self.by_prefix.get(prefix) else { return false };
+        if !subs.iter().any(|s| s.request_nonce == nonce) {
+            return false;
+        }
+        auth::verify(data, &auth::KeyRing::with_key(policy.key_id, policy.key.clone()), false).is_ok()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -55,6 +55,54 @@ pub struct Stats {
     pub proxy_replies: u64,
     pub forwarded_requests: u64,
     pub registrations_expired: u64,
+    pub mobility: MobilityStats,
+}
+
+/// Host mobility counters (DESIGN §5), across the roles of one node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MobilityStats {
+    /// Hosts that became dynamic EIDs of this xTR.
+    pub hosts_detected: u64,
+    /// `handle_host_seen` for an address in no dynamic-EID range (or on another interface).
+    pub hosts_outside_ranges: u64,
+    /// New hosts refused because their range was full.
+    pub hosts_refused: u64,
+    /// Probes asked of the data plane for hosts gone quiet.
+    pub probes: u64,
+    /// Hosts removed after their probes went unanswered (registration withdrawn).
+    pub hosts_silent: u64,
+    /// Our hosts that moved to another xTR (authenticated Map-Notify from the Map-Server or
+    /// the site's map-notify-group).
+    pub moves_away: u64,
+    /// Detection Map-Notifies sent to / accepted from the site's map-notify-group.
+    pub group_notifies_sent: u64,
+    pub group_notifies_accepted: u64,
+    /// Packets the data plane re-encapsulated by an away entry (as reported).
+    pub away_packets: u64,
+    pub smrs_sent: u64,
+    /// SMRs not sent: one went to that ITR for that EID less than `smr_interval` ago.
+    pub smrs_suppressed: u64,
+    pub smrs_received: u64,
+    /// SMRs that started an SMR-invoked Map-Request.
+    pub smrs_accepted: u64,
+    /// SMRs ignored: no cached mapping for the EID, or a resolution already pending.
+    pub smrs_ignored: u64,
+    pub smrs_rate_limited: u64,
+    /// Map-Server: a host registration moved from one xTR to another.
+    pub moves: u64,
+    /// Map-Server: Map-Notifies telling a previous registrant its host moved.
+    pub move_notifies: u64,
+    /// Map-Server: registrations from a displaced xTR sent before it learnt of the move.
+    pub stale_registrations: u64,
+    /// Map-Server: publications (pub/sub) and move notifies sent, and acknowledged.
+    pub notifies_pushed: u64,
+    pub notifies_acked: u64,
+    /// ITR: publications applied to the map-cache, and Map-Notify-Acks sent for them.
+    pub publications_applied: u64,
+    /// Map-Notifies refused: failed authentication, or from no one we expect them from.
+    pub forged_notifies: u64,
+    /// Map-Notifies refused: a nonce not newer than one already accepted.
+    pub replayed_notifies: u64,
 }
 
 impl Stats {

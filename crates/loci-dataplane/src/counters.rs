@@ -15,8 +15,11 @@ pub enum Drop {
     NegativeAction,
     /// A mapping with no usable locator.
     NoUsableLocator,
-    /// The map-cache has no entry yet; the miss went to the control plane.
+    /// The map-cache has no entry yet and the packet could not wait for one: the miss queue is
+    /// off (no room configured) or it holds no more for this destination or at all.
     MapCacheMiss,
+    /// A packet waited in the miss queue longer than a Map-Request round trip may take.
+    MissQueueExpired,
     /// Neither a well-formed IPv4 nor IPv6 packet came out of the TUN device.
     BadPacket,
     /// A multicast, broadcast or link-local destination (the TUN device's own neighbour
@@ -49,7 +52,7 @@ const DECAP: [DecapDrop; 10] = [
     DecapDrop::CongestionOnNotEct,
 ];
 
-const SLOTS: usize = 10 + DECAP.len();
+const SLOTS: usize = 11 + DECAP.len();
 
 impl Drop {
     pub fn name(self) -> &'static str {
@@ -57,6 +60,7 @@ impl Drop {
             Drop::NegativeAction => CacheDrop::NegativeAction.name(),
             Drop::NoUsableLocator => CacheDrop::NoUsableLocator.name(),
             Drop::MapCacheMiss => "map-cache-miss",
+            Drop::MissQueueExpired => "miss-queue-expired",
             Drop::BadPacket => "bad-packet",
             Drop::NotRoutable => "not-routable",
             Drop::EncapFailed => "encap-failed",
@@ -80,7 +84,8 @@ impl Drop {
             Drop::Truncated => 7,
             Drop::TunWriteFailed => 8,
             Drop::NotRoutable => 9,
-            Drop::Decap(d) => 10 + DECAP.iter().position(|&x| x == d).unwrap_or(0),
+            Drop::MissQueueExpired => 10,
+            Drop::Decap(d) => 11 + DECAP.iter().position(|&x| x == d).unwrap_or(0),
         }
     }
 
@@ -96,6 +101,7 @@ impl Drop {
             Drop::Truncated,
             Drop::TunWriteFailed,
             Drop::NotRoutable,
+            Drop::MissQueueExpired,
         ]
         .into_iter()
         .chain(DECAP.iter().map(|&d| Drop::Decap(d)))
@@ -136,7 +142,12 @@ impl Counters {
 
     #[inline]
     pub fn drop_packet(&self, reason: Drop) {
-        Self::add(&self.drops[reason.slot()], 1);
+        self.drop_packets(reason, 1);
+    }
+
+    #[inline]
+    pub fn drop_packets(&self, reason: Drop, n: u64) {
+        Self::add(&self.drops[reason.slot()], n);
     }
 
     fn get(c: &AtomicU64) -> u64 {

@@ -1,42 +1,73 @@
 //! The ITR worker: reads packets from one instance's TUN device, finds their RLOC in the
 //! map-cache snapshot, encapsulates and sends them.
+//!
+//! Batched both ways. The TUN device has virtio-net header offload on: one read returns a
+//! whole TCP super-segment (up to 64 KiB), which tun-rs splits into MTU-sized packets, each
+//! already in its own buffer behind room for the LISP header. Packets are encapsulated in
+//! place and collected into messages: consecutive packets of one size to one RLOC from one
+//! source port with the same outer TTL and TOS become one UDP GSO message, which the kernel
+//! cuts into datagrams; messages on one socket leave together in one `sendmmsg`. The batch is
+//! sent when the ring of buffers runs low or the TUN device has nothing more to read.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
+use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use loci_core::encap::{encapsulate, EncapParams, ENCAP_OVERHEAD_V6};
+use loci_core::encap::{encapsulate_payload, Payload};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::miss_filter::RecentMisses;
 use loci_core::packet;
-use loci_wire::ecm::checksum;
+use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use tun_rs::{InterruptEvent, SyncDevice};
+use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::{Counters, Drop};
+use crate::miss_queue::{self, MissQueue};
+use crate::senders::Senders;
+use crate::sys::{self, SendMsg};
 use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
 
-/// Room in front of the inner packet for the outer headers.
-const HEADROOM: usize = ENCAP_OVERHEAD_V6;
+/// Room in front of each inner packet: the LISP header (the kernel writes IP and UDP).
+const HEADROOM: usize = HEADER_LEN;
+
+/// Buffers one TUN read may fill: a 64 KiB super-segment cut at the smallest MSS we accept.
+const READ_MAX: usize = tun_rs::IDEAL_BATCH_SIZE;
+
+/// Buffers of a worker; the batch goes out when fewer than [`READ_MAX`] are left.
+const RING: usize = 2 * READ_MAX;
+
+/// Datagrams per UDP GSO message (the kernel's UDP_MAX_SEGMENTS, at its oldest) and their
+/// total size (one IP packet's worth).
+const GSO_SEGMENTS: usize = 64;
+const GSO_BYTES: usize = 65_000;
+
+/// While packets wait for mappings, the worker looks for new map-cache snapshots this often
+/// even when the TUN device is quiet.
+const MISS_POLL: Duration = Duration::from_millis(5);
 
 pub struct Worker {
     iid: u32,
     tun: Arc<SyncDevice>,
+    mtu: usize,
     reader: MapCacheReader,
     flows: Option<FlowCache>,
     families: Families,
-    /// Outer source per family: our first RLOC of that family.
-    src_v4: Option<IpAddr>,
-    src_v6: Option<IpAddr>,
+    senders: Arc<Senders>,
+    /// Raw sockets for native forwarding (the packet goes out as it is).
     raw_v4: Option<Socket>,
     raw_v6: Option<Socket>,
     misses: MissSink,
     recent: RecentMisses,
+    waiting: MissQueue,
+    /// Snapshot generation the waiting packets were last tried against.
+    tried: u64,
+    batch: Batch,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     wake: Arc<InterruptEvent>,
@@ -50,8 +81,6 @@ fn raw_socket(domain: Domain) -> io::Result<Socket> {
     } else {
         s.set_header_included_v4(true)?;
     }
-    // A burst from the TUN device must not find the socket's buffer full.
-    let _ = s.set_send_buffer_size(4 << 20);
     Ok(s)
 }
 
@@ -61,28 +90,26 @@ impl Worker {
         tun: Arc<SyncDevice>,
         config: &Config,
         reader: MapCacheReader,
+        senders: Arc<Senders>,
         misses: MissSink,
         dp: &DataPlane,
     ) -> Result<Self, Error> {
         let families = Families::of(&config.rlocs);
-        let raw = |d: Domain, what: &str| {
-            raw_socket(d).map_err(|e| Error::Socket { what: format!("raw {what} socket for encapsulation"), source: e })
-        };
-        // A family without RLOCs still gets a socket if it can, for native forwarding.
-        let raw_v4 = if families.v4 { Some(raw(Domain::IPV4, "IPv4")?) } else { raw_socket(Domain::IPV4).ok() };
-        let raw_v6 = if families.v6 { Some(raw(Domain::IPV6, "IPv6")?) } else { raw_socket(Domain::IPV6).ok() };
         Ok(Worker {
             iid,
             tun,
+            mtu: usize::from(config.tun_mtu()),
             reader,
             flows: (config.flow_cache_slots > 0).then(|| FlowCache::new(config.flow_cache_slots, families)),
             families,
-            src_v4: config.rlocs.iter().copied().find(IpAddr::is_ipv4),
-            src_v6: config.rlocs.iter().copied().find(IpAddr::is_ipv6),
-            raw_v4,
-            raw_v6,
+            senders,
+            raw_v4: raw_socket(Domain::IPV4).ok(),
+            raw_v6: raw_socket(Domain::IPV6).ok(),
             misses,
             recent: RecentMisses::default(),
+            waiting: MissQueue::new(miss_queue::TOTAL, miss_queue::PER_DESTINATION),
+            tried: u64::MAX,
+            batch: Batch::default(),
             counters: Arc::default(),
             stop: dp.stop.clone(),
             wake: dp.wake.clone(),
@@ -94,30 +121,56 @@ impl Worker {
     }
 
     pub fn run(mut self) {
-        let mut buf = vec![0u8; HEADROOM + usize::from(MAX_MTU)];
+        let mut original = vec![0u8; VIRTIO_NET_HDR_LEN + usize::from(MAX_MTU)];
+        let mut bufs = vec![vec![0u8; HEADROOM + self.mtu]; RING];
+        let mut sizes = [0usize; RING];
+        let mut used = 0;
+        let mut ready = Vec::new();
+        let mut last_sweep = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
-            // Read first and wait only when nothing is ready: one system call per packet under
-            // load instead of a poll and a read.
-            let n = match self.tun.recv(&mut buf[HEADROOM..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    let _ = self.tun.wait_readable_intr(&self.wake);
-                    continue;
+            if !self.waiting.is_empty() {
+                used = self.send_waiting(&mut bufs, used, &mut ready, &mut last_sweep);
+            }
+            let (b, s) = (&mut bufs[used..used + READ_MAX], &mut sizes[used..used + READ_MAX]);
+            match self.tun.recv_multiple(&mut original, b, s, HEADROOM) {
+                Ok(n) => {
+                    for (i, &size) in sizes.iter().enumerate().skip(used).take(n) {
+                        self.forward(&mut bufs, i, HEADROOM..HEADROOM + size);
+                    }
+                    used += n;
+                    // A super-segment fills GSO messages by itself: send it at once, so that the
+                    // ETR works on it while we read the next. Single packets gather up.
+                    if n > 1 || used + READ_MAX > RING {
+                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        used = 0;
+                    }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
+                // Nothing more to read: send what we have, then wait.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if used > 0 {
+                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        used = 0;
+                        continue;
+                    }
+                    let timeout = (!self.waiting.is_empty()).then_some(MISS_POLL);
+                    let _ = self.tun.wait_readable_intr_timeout(&self.wake, timeout);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.raw_os_error().is_some() => {
                     tracing::warn!(iid = self.iid, error = %e, "TUN read failed");
                     std::thread::sleep(Duration::from_millis(100));
-                    continue;
                 }
-            };
-            self.forward(&mut buf, HEADROOM..HEADROOM + n);
+                // tun-rs could not make packets of what it read (bad virtio-net header or
+                // segment): that read is lost.
+                Err(_) => self.counters.drop_packet(Drop::BadPacket),
+            }
         }
     }
 
-    /// One packet from the TUN device, at `buf[inner]`.
-    fn forward(&mut self, buf: &mut [u8], inner: Range<usize>) {
-        let Some((src, dst)) = packet::addresses(&buf[inner.clone()]) else {
+    /// One packet, at `bufs[i][inner]`.
+    fn forward(&mut self, bufs: &mut [Vec<u8>], i: usize, inner: Range<usize>) {
+        let p = &bufs[i][inner.clone()];
+        let Some((src, dst)) = packet::addresses(p) else {
             self.counters.drop_packet(Drop::BadPacket);
             return;
         };
@@ -125,7 +178,7 @@ impl Worker {
             self.counters.drop_packet(Drop::NotRoutable);
             return;
         }
-        let flow = flow_hash(&buf[inner.clone()]);
+        let flow = flow_hash(p);
         let verdict = {
             let snap = self.reader.load();
             match &mut self.flows {
@@ -134,49 +187,32 @@ impl Worker {
             }
         };
         match verdict {
-            Forward::Encapsulate(rloc) => self.encapsulate(buf, inner, rloc, flow),
-            Forward::Miss => self.miss(dst, src),
-            Forward::NativeForward => self.native(&mut buf[inner]),
+            Forward::Encapsulate(rloc) => self.encapsulate(&mut bufs[i], i, inner, rloc, flow),
+            Forward::Miss => self.miss(dst, src, &bufs[i][inner]),
+            Forward::NativeForward => self.native(&mut bufs[i][inner]),
             Forward::Drop(reason) => self.counters.drop_packet(reason.into()),
         }
     }
 
-    fn encapsulate(&mut self, buf: &mut [u8], inner: Range<usize>, rloc: IpAddr, flow: u32) {
-        let (src, socket) = match rloc {
-            IpAddr::V4(_) => (self.src_v4, &self.raw_v4),
-            IpAddr::V6(_) => (self.src_v6, &self.raw_v6),
-        };
-        let (Some(src), Some(socket)) = (src, socket) else {
+    fn encapsulate(&mut self, buf: &mut [u8], i: usize, inner: Range<usize>, rloc: IpAddr, flow: u32) {
+        let Some(socket) = self.senders.pick(rloc.is_ipv6(), flow) else {
             self.counters.drop_packet(Drop::EncapFailed);
             return;
         };
-        let params = EncapParams::new(src, rloc, self.iid, flow);
-        let Ok(range) = encapsulate(buf, inner, &params) else {
-            self.counters.drop_packet(Drop::EncapFailed);
-            return;
-        };
-        if rloc.is_ipv6() {
-            // RFC 9300 §5.3 allows a zero UDP checksum over IPv6 too, but an IPv6 receiver
-            // accepts that only when configured to (RFC 6936 §5), and middleboxes and analysers
-            // treat it as an error: one pass over the packet buys interoperability.
-            let pkt = &mut buf[range.clone()];
-            let c = checksum::udp(src, rloc, &pkt[40..]);
-            pkt[46..48].copy_from_slice(&c.to_be_bytes());
-        }
-        let len = range.len();
-        // Raw sockets take no port: the UDP header is in the packet.
-        match socket.send_to(&buf[range], &SockAddr::from(SocketAddr::new(rloc, 0))) {
-            Ok(_) => {
-                Counters::add(&self.counters.encapsulated, 1);
-                Counters::add(&self.counters.encapsulated_bytes, len as u64);
-            }
-            Err(_) => self.counters.drop_packet(Drop::SendFailed),
+        match encapsulate_payload(buf, inner, self.iid, None) {
+            Ok(p) => self.batch.push(i, p, SocketAddr::new(rloc, LISP_DATA_PORT), socket),
+            Err(_) => self.counters.drop_packet(Drop::EncapFailed),
         }
     }
 
-    fn miss(&mut self, dst: IpAddr, src: IpAddr) {
-        self.counters.drop_packet(Drop::MapCacheMiss);
-        if !self.recent.should_report(self.iid, dst, Instant::now()) {
+    /// No mapping yet: keep the packet for when the Map-Reply is in, and tell the control
+    /// plane.
+    fn miss(&mut self, dst: IpAddr, src: IpAddr, packet: &[u8]) {
+        let now = Instant::now();
+        if !self.waiting.push(self.iid, dst, packet, now) {
+            self.counters.drop_packet(Drop::MapCacheMiss);
+        }
+        if !self.recent.should_report(self.iid, dst, now) {
             Counters::add(&self.counters.misses_suppressed, 1);
             return;
         }
@@ -185,6 +221,42 @@ impl Worker {
         } else {
             Counters::add(&self.counters.misses_suppressed, 1);
         }
+    }
+
+    /// Forwards the waiting packets whose destination has a mapping in a new snapshot, and
+    /// drops those that waited too long. Returns the buffers in use.
+    fn send_waiting(
+        &mut self,
+        bufs: &mut [Vec<u8>],
+        mut used: usize,
+        ready: &mut Vec<u16>,
+        last_sweep: &mut Instant,
+    ) -> usize {
+        let snap = self.reader.load_full();
+        let now = Instant::now();
+        let generation = snap.generation();
+        if generation == self.tried && now.saturating_duration_since(*last_sweep) < MISS_POLL * 20 {
+            return used;
+        }
+        self.tried = generation;
+        *last_sweep = now;
+        let families = self.families;
+        let expired =
+            self.waiting.take_ready(now, |iid, dst| snap.forward(iid, dst, 0, families) != Forward::Miss, ready);
+        self.counters.drop_packets(Drop::MissQueueExpired, expired as u64);
+        for slot in ready.drain(..) {
+            if used == RING {
+                self.batch.send(&self.senders, bufs, &self.counters);
+                used = 0;
+            }
+            let p = self.waiting.packet(slot);
+            let n = p.len();
+            bufs[used][HEADROOM..HEADROOM + n].copy_from_slice(p);
+            self.waiting.release(slot);
+            self.forward(bufs, used, HEADROOM..HEADROOM + n);
+            used += 1;
+        }
+        used
     }
 
     /// Not a LISP destination: forward the packet as it is, through the underlay's routing.
@@ -202,4 +274,109 @@ impl Worker {
             _ => self.counters.drop_packet(Drop::SendFailed),
         }
     }
+}
+
+/// Encapsulated packets waiting to be sent: `sends[k]` covers `pkts[sends[k].iov]`.
+#[derive(Default)]
+struct Batch {
+    /// (buffer, UDP payload range) of each packet.
+    pkts: Vec<(usize, Range<usize>)>,
+    sends: Vec<SendMsg>,
+    info: Vec<MsgInfo>,
+    /// UDP GSO failed once (no checksum offload on the way out, old kernel): off for good.
+    no_gso: bool,
+}
+
+struct MsgInfo {
+    /// Index of the socket in the family's pool.
+    socket: usize,
+    /// Size of the first datagram, which all but the last must have.
+    segment: usize,
+    /// A shorter datagram came last: nothing more joins.
+    closed: bool,
+    bytes: usize,
+}
+
+impl Batch {
+    fn push(&mut self, buf: usize, p: Payload, dst: SocketAddr, socket: usize) {
+        let len = p.range.len();
+        let k = self.pkts.len();
+        self.pkts.push((buf, p.range));
+        if let (Some(s), Some(m)) = (self.sends.last_mut(), self.info.last_mut()) {
+            let joins = !self.no_gso
+                && !m.closed
+                && m.socket == socket
+                && s.dst == dst
+                && (s.ttl, s.tos) == (p.ttl, p.tos)
+                && len <= m.segment
+                && s.iov.len() < GSO_SEGMENTS
+                && m.bytes + len <= GSO_BYTES;
+            if joins {
+                s.iov.end = k + 1;
+                s.segment = Some(m.segment as u16);
+                m.closed = len < m.segment;
+                m.bytes += len;
+                return;
+            }
+        }
+        self.sends.push(SendMsg { dst, iov: k..k + 1, ttl: p.ttl, tos: p.tos, segment: None });
+        self.info.push(MsgInfo { socket, segment: len, closed: false, bytes: len });
+    }
+
+    /// Sends everything, one `sendmmsg` per run of messages on the same socket.
+    fn send(&mut self, senders: &Senders, bufs: &[Vec<u8>], counters: &Counters) {
+        let mut iov = [IoSlice::new(&[]); RING];
+        for (slot, (b, r)) in iov.iter_mut().zip(&self.pkts) {
+            *slot = IoSlice::new(&bufs[*b][r.clone()]);
+        }
+        let iov = &iov[..self.pkts.len()];
+        let mut i = 0;
+        while i < self.sends.len() {
+            let v6 = self.sends[i].dst.is_ipv6();
+            let socket = self.info[i].socket;
+            let run = self.sends[i..]
+                .iter()
+                .zip(&self.info[i..])
+                .take_while(|(s, m)| s.dst.is_ipv6() == v6 && m.socket == socket)
+                .count();
+            let fd = senders.get(v6, socket).as_fd();
+            match sys::send_batch(fd, &self.sends[i..i + run], iov) {
+                Ok(n) => {
+                    for (s, m) in self.sends[i..i + n].iter().zip(&self.info[i..i + n]) {
+                        count_sent(counters, s, m.bytes);
+                    }
+                    i += n;
+                }
+                Err(e) => {
+                    let s = &self.sends[i];
+                    let gso_refused = s.segment.is_some() && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL));
+                    if gso_refused {
+                        tracing::warn!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");
+                        self.no_gso = true;
+                        for k in s.iov.clone() {
+                            let one = SendMsg { iov: k..k + 1, segment: None, ..s.clone() };
+                            match sys::send_batch(fd, std::slice::from_ref(&one), iov) {
+                                Ok(_) => count_sent(counters, &one, iov[k].len()),
+                                Err(_) => counters.drop_packet(Drop::SendFailed),
+                            }
+                        }
+                    } else {
+                        counters.drop_packets(Drop::SendFailed, s.iov.len() as u64);
+                    }
+                    i += 1;
+                }
+            }
+        }
+        self.pkts.clear();
+        self.sends.clear();
+        self.info.clear();
+    }
+}
+
+/// Counts the datagrams of a sent message with their outer headers, as on the wire.
+fn count_sent(counters: &Counters, s: &SendMsg, payload: usize) {
+    let n = s.iov.len();
+    let outer = if s.dst.is_ipv6() { 40 + 8 } else { 20 + 8 };
+    Counters::add(&counters.encapsulated, n as u64);
+    Counters::add(&counters.encapsulated_bytes, (payload + n * outer) as u64);
 }

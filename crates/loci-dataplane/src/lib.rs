@@ -2,10 +2,12 @@
 //!
 //! ```text
 //! host --> TUN(iid) --> ITR worker: flow hash, flow cache / map-cache snapshot,
-//!                         hit:  encapsulate, send the whole packet on a raw socket to RLOC:4341
-//!                         miss: hand (iid, dst, src) to the control plane, drop the packet
+//!                         hit:  LISP header in place, UDP (GSO) to RLOC:4341 from a source
+//!                               port of the flow
+//!                         miss: hand (iid, dst, src) to the control plane, keep the packet
+//!                               until the mapping is in (a few per destination)
 //! underlay UDP 4341 --> ETR worker: decapsulate (our RLOC? sane header? known IID?),
-//!                         write the inner packet to TUN(iid)
+//!                         write the inner packets to TUN(iid), coalesced (GRO)
 //! ```
 //!
 //! The per-packet decisions are loci-core's pure functions ([`loci_core::encap`],
@@ -14,16 +16,26 @@
 //! device for the ITR, one per RLOC for the ETR), each with its own buffers and counters: no
 //! allocation, lock or shared write on the per-packet path.
 //!
-//! Why a raw socket for sending: [`loci_core::encap::encapsulate`] writes the whole outer
-//! header, with the fields RFC 9300 wants per packet (TTL and DSCP/ECN copied from the inner
-//! header, DF, a UDP source port from the flow hash, the IPv6 flow label). A raw socket sends
-//! exactly that; a UDP socket would need one socket per source port and a control message per
-//! packet for TTL and TOS, and could not set the flow label at all.
+//! Throughput comes from batching and offload (DESIGN §3): TUN devices with virtio-net
+//! headers (TSO/GSO in, GRO out), UDP GSO and GRO on the underlay, `sendmmsg`/`recvmmsg`.
+//! Encapsulated packets leave through UDP sockets, so that the kernel can segment a batch; the
+//! outer header then follows RFC 9300 §5.3 as far as a socket allows:
+//! * TTL / hop limit and TOS / traffic class (DSCP and ECN) copied from the inner header, per
+//!   message (`IP_TTL`/`IP_TOS`, `IPV6_HOPLIMIT`/`IPV6_TCLASS` control messages; a GSO
+//!   message only joins packets that agree on both);
+//! * DF set over IPv4, no source fragmentation over IPv6;
+//! * source port per flow: the flow hash picks one of [`senders::POOL`] sockets bound to
+//!   0xC000 + i, instead of `0xC000 | (hash & 0x3FFF)` on a raw socket;
+//! * the UDP checksum is filled in (by the NIC where it can): UDP GSO requires it; RFC 9300
+//!   §5.3 allows it (its SHOULD is zero) and ETRs must accept both;
+//! * the IPv6 flow label is the kernel's per-socket one instead of 20 bits of the flow hash.
 #![deny(unsafe_code)]
 
 mod counters;
 mod etr;
 mod itr;
+mod miss_queue;
+mod senders;
 mod sys;
 mod tun;
 
@@ -89,7 +101,8 @@ pub struct Miss {
 
 /// Where misses go: returns false when the queue is full (the miss is then counted as
 /// suppressed; the next packet to that destination tries again). Called from worker threads;
-/// must not block.
+/// must not block. The packet itself waits in the worker (a few per destination) until the
+/// map-cache has a mapping for it.
 pub type MissSink = Arc<dyn Fn(Miss) -> bool + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
@@ -165,8 +178,20 @@ impl DataPlane {
             }
         }
         if let (true, Some(reader)) = (config.itr, reader) {
+            let senders = Arc::new(
+                senders::Senders::new(&config.rlocs)
+                    .map_err(|e| Error::Socket { what: "UDP sockets for encapsulation".into(), source: e })?,
+            );
             for (inst, dev) in &devices {
-                let w = itr::Worker::new(inst.iid, dev.clone(), config, reader.clone(), misses.clone(), &dp)?;
+                let w = itr::Worker::new(
+                    inst.iid,
+                    dev.clone(),
+                    config,
+                    reader.clone(),
+                    senders.clone(),
+                    misses.clone(),
+                    &dp,
+                )?;
                 dp.spawn(format!("loci-itr-{}", inst.tun), w.counters(), move || w.run())?;
             }
         }

@@ -11,12 +11,22 @@ use crate::Error;
 const TX_QUEUE_LEN: u32 = 4096;
 
 /// Creates (or reuses) the TUN device `name` with `mtu`, up, without packet information
-/// headers, non-blocking (workers wait in `recv_intr`, which a stop can interrupt).
+/// headers, with virtio-net header offload where the kernel has it (TSO/GSO super-packets in
+/// both directions: tun-rs's `recv_multiple` splits them, `send_multiple` coalesces),
+/// non-blocking (workers wait in `wait_readable_intr`, which a stop can interrupt).
 pub fn open(name: &str, mtu: u16) -> Result<SyncDevice, Error> {
     let err = |source| Error::Tun { name: name.to_string(), source };
     // A longer queue than the default 500 rides out bursts while the ITR worker is descheduled.
-    let dev =
-        DeviceBuilder::new().name(name).mtu(mtu).tx_queue_len(TX_QUEUE_LEN).enable(true).build_sync().map_err(err)?;
+    let build = |offload: bool| {
+        DeviceBuilder::new().name(name).mtu(mtu).tx_queue_len(TX_QUEUE_LEN).offload(offload).enable(true).build_sync()
+    };
+    let dev = match build(true) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(tun = name, error = %e, "no TUN offload; one packet per system call");
+            build(false).map_err(err)?
+        }
+    };
     dev.set_nonblocking(true).map_err(err)?;
     Ok(dev)
 }

@@ -142,6 +142,14 @@ impl Sim {
         self.push(name, addrs, Host::Node(Box::new(node)), None)
     }
 
+    /// Replaces node `id` by a fresh one running `config` (a restart: its state is lost; its
+    /// addresses and links stay).
+    pub fn restart_node(&mut self, id: Id, config: NodeConfig) {
+        let seed = self.rng.gen();
+        let node = Node::new(config, seed, self.now);
+        self.members[id].host = Host::Node(Box::new(node));
+    }
+
     /// Adds an endpoint that only records what it receives.
     pub fn add_endpoint(&mut self, name: &str, addrs: &[IpAddr]) -> Id {
         self.push(name.into(), addrs, Host::Endpoint(Vec::new()), None)

@@ -93,6 +93,7 @@ pub fn etr(name: &str, ms: &str, key: &[u8], database: Vec<(&str, Vec<Locator>)>
             site_id: 1,
             record_ttl: 1440,
             first_nonce: 0,
+            mobility: Default::default(),
         }),
         itr: None,
         limits: Limits::default(),

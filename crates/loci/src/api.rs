@@ -35,6 +35,7 @@ pub async fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
         .route("/subscriptions", routing::get(subscriptions))
         .route("/database", routing::get(database))
         .route("/map-cache", routing::get(map_cache))
+        .route("/rlocs", routing::get(rlocs))
         .with_state(shared);
     axum::serve(listener, app).await.context("API server failed")
 }
@@ -86,7 +87,7 @@ async fn stats(State(shared): State<Arc<Shared>>) -> ApiResult {
 
 fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
     let s = itr.stats();
-    json!({
+    let mut v = json!({
         "map_cache_entries": itr.map_cache().len(),
         "pending": itr.pending_len(),
         "misses": s.misses,
@@ -105,7 +106,24 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
         "refreshes": s.refreshes,
         "expired": s.expired,
         "evicted": s.evicted,
-    })
+    });
+    if let (Some(p), Some(m)) = (itr.prober(), v.as_object_mut()) {
+        let p = p.stats();
+        for (k, n) in [
+            ("probes_sent", p.probes_sent),
+            ("probe_replies", p.replies),
+            ("probe_replies_unmatched", p.replies_unmatched),
+            ("probe_replies_wrong_source", p.replies_wrong_source),
+            ("probes_missed", p.misses),
+            ("rloc_failovers", p.downs),
+            ("rloc_recoveries", p.ups),
+            ("status_bits_applied", p.status_bits_applied),
+            ("status_bits_refused", p.status_bits_refused),
+        ] {
+            m.insert(k.into(), n.into());
+        }
+    }
+    v
 }
 
 async fn sites(State(shared): State<Arc<Shared>>) -> ApiResult {
@@ -226,7 +244,7 @@ async fn database(State(shared): State<Arc<Shared>>) -> ApiResult {
             "map_servers": etr.registrations().iter().map(|r| json!({
                 "address": r.peer.address.to_string(),
                 "acknowledged_secs_ago": r.acknowledged.map(|t| now.saturating_duration_since(t).as_secs()),
-                "awaiting_notify": r.outstanding.is_some(),
+                "awaiting_notify": !r.outstanding.is_empty(),
                 "next_register_in_secs": secs_until(r.next, now),
             })).collect::<Vec<_>>(),
         }))
@@ -256,6 +274,7 @@ async fn map_cache(State(shared): State<Arc<Shared>>, Query(f): Query<IidFilter>
                             "priority": r.priority,
                             "weight": r.weight,
                             "reachable": r.reachable,
+                            "down": r.down,
                         })).collect::<Vec<_>>(),
                         "negative": m.is_negative(),
                         "action": m.action.to_string(),
@@ -267,6 +286,48 @@ async fn map_cache(State(shared): State<Arc<Shared>>, Query(f): Query<IidFilter>
                 })
                 .collect(),
         ))
+    })
+}
+
+/// Each locator of the map-cache with its reachability: probed (up or down, last RTT, since
+/// when) or, with probing off, "not-probed".
+async fn rlocs(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let now = Instant::now();
+    with_node(&shared, |n| {
+        let Some(itr) = n.itr() else { return Json(json!([])) };
+        let cache = itr.map_cache();
+        let mut rows: Vec<(std::net::IpAddr, Value)> = match itr.prober() {
+            Some(p) => p
+                .locators()
+                .take(10_000)
+                .map(|(a, l)| {
+                    let row = json!({
+                        "locator": a.to_string(),
+                        "state": if l.up { "up" } else { "down" },
+                        "fast_failover": l.fast,
+                        "rtt_ms": l.rtt.map(|d| (d.as_secs_f64() * 1e4).round() / 10.0),
+                        "since_secs": now.saturating_duration_since(l.since).as_secs(),
+                        "last_reply_secs_ago": l.last_reply.map(|t| now.saturating_duration_since(t).as_secs()),
+                        "misses": l.misses,
+                        "probes": l.probes,
+                        "replies": l.replies,
+                        "entries": cache.locator_uses(a),
+                    });
+                    (a, row)
+                })
+                .collect(),
+            None => cache
+                .locators()
+                .take(10_000)
+                .map(|(a, _)| {
+                    let row =
+                        json!({"locator": a.to_string(), "state": "not-probed", "entries": cache.locator_uses(a)});
+                    (a, row)
+                })
+                .collect(),
+        };
+        rows.sort_by_key(|(a, _)| *a);
+        Json(Value::Array(rows.into_iter().map(|(_, v)| v).collect()))
     })
 }
 

@@ -16,7 +16,7 @@ use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, state, sys, xtr};
+use crate::{api, metrics, state, sys, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -128,6 +128,10 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         let addr = SocketAddr::new(*ip, cfg.node.control_port);
         sockets.push(ControlSocket::bind(addr).with_context(|| format!("cannot bind UDP {addr}"))?);
     }
+    let metrics_listener = match cfg.node.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
     let (data_plane, misses) = match &cfg.data_plane {
@@ -161,6 +165,15 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
+    if let Some(listener) = metrics_listener {
+        tracing::info!(addr = ?listener.local_addr().ok(), "metrics on /metrics");
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = metrics::serve(shared, listener).await {
+                tracing::warn!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {

@@ -44,7 +44,7 @@ fn locators(v: &Value) -> String {
                 s(&l["address"]),
                 l["priority"],
                 l["weight"],
-                if l["reachable"] == false { " down" } else { "" }
+                if l["reachable"] == false || l["down"] == true { " down" } else { "" }
             )
         })
         .collect::<Vec<_>>()
@@ -152,6 +152,24 @@ pub fn map_cache(v: &Value) -> String {
     table(&["EID-PREFIX", "LOCATORS (priority/weight) OR ACTION", "TTL", "EXPIRES", "IN USE"], &rows)
 }
 
+pub fn rlocs(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v)
+        .iter()
+        .map(|l| {
+            let fast = if l["fast_failover"] == true { " (fast)" } else { "" };
+            vec![
+                s(&l["locator"]),
+                format!("{}{fast}", s(&l["state"])),
+                l["rtt_ms"].as_f64().map_or("-".into(), |ms| format!("{ms} ms")),
+                l["since_secs"].as_u64().map_or("-".into(), |n| format!("{n}s ago")),
+                s(&l["probes"]),
+                s(&l["entries"]),
+            ]
+        })
+        .collect();
+    table(&["LOCATOR", "STATE", "LAST PROBE RTT", "SINCE", "PROBES", "ENTRIES"], &rows)
+}
+
 pub fn subscriptions(v: &Value) -> String {
     let rows: Vec<Vec<String>> = items(v)
         .iter()
@@ -223,6 +241,22 @@ mod tests {
         assert!(t.contains("itr                 misses             2"), "{t}");
         assert!(t.contains("data-plane          encapsulated       10"), "{t}");
         assert!(t.contains("data-plane dropped  map-cache-miss     2"), "{t}");
+    }
+
+    #[test]
+    fn rloc_rows() {
+        let v = serde_json::json!([
+            {"locator": "192.0.2.1", "state": "up", "fast_failover": true, "rtt_ms": 0.4, "since_secs": 12,
+             "probes": 60, "entries": 3},
+            {"locator": "192.0.2.2", "state": "down", "fast_failover": false, "rtt_ms": null, "since_secs": 2,
+             "probes": 5, "entries": 1},
+            {"locator": "192.0.2.3", "state": "not-probed", "entries": 1},
+        ]);
+        let t = rlocs(&v);
+        let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
+        assert_eq!(rows[1], ["192.0.2.1", "up", "(fast)", "0.4", "ms", "12s", "ago", "60", "3"], "{t}");
+        assert_eq!(rows[2], ["192.0.2.2", "down", "-", "2s", "ago", "5", "1"], "{t}");
+        assert_eq!(rows[3], ["192.0.2.3", "not-probed", "-", "-", "-", "1"], "{t}");
     }
 
     #[test]
