@@ -17,6 +17,7 @@ pub mod map_resolver;
 pub mod map_server;
 pub mod mapping;
 pub mod miss_filter;
+pub mod miss_queue;
 pub mod mobility;
 pub mod negative;
 pub mod node;

@@ -22,13 +22,13 @@ use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::miss_filter::RecentMisses;
+use loci_core::miss_queue::{self, MissQueue, POLL as MISS_POLL, SWEEP};
 use loci_core::packet;
 use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::{Counters, Drop};
-use crate::miss_queue::{self, MissQueue};
 use crate::senders::Senders;
 use crate::sys::{self, SendMsg};
 use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
@@ -46,10 +46,6 @@ const RING: usize = 2 * READ_MAX;
 /// total size (one IP packet's worth).
 const GSO_SEGMENTS: usize = 64;
 const GSO_BYTES: usize = 65_000;
-
-/// While packets wait for mappings, the worker looks for new map-cache snapshots this often
-/// even when the TUN device is quiet.
-const MISS_POLL: Duration = Duration::from_millis(5);
 
 pub struct Worker {
     iid: u32,
@@ -235,7 +231,7 @@ impl Worker {
         let snap = self.reader.load_full();
         let now = Instant::now();
         let generation = snap.generation();
-        if generation == self.tried && now.saturating_duration_since(*last_sweep) < MISS_POLL * 20 {
+        if generation == self.tried && now.saturating_duration_since(*last_sweep) < SWEEP {
             return used;
         }
         self.tried = generation;
