@@ -55,9 +55,6 @@ pub struct TraceEntry {
     pub src: SocketAddr,
     pub dst: SocketAddr,
     pub carried: Carried,
-    /// The entry whose handling sent this packet (the host's packet an encapsulated one
-    /// carries, the encapsulated packet a delivered one came out of).
-    pub cause: Option<usize>,
     pub data: Vec<u8>,
 }
 
@@ -168,7 +165,7 @@ impl Sim {
             let m = &mut self.members[x];
             let Host::Node(node) = &m.host else { continue };
             let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node.itr().map(|i| i.reader())));
-            dp.add_instance(iid);
+            dp.add_instance(iid, self.now);
         }
         let site = Site { xtrs: xtrs.to_vec(), iid };
         Some(self.push(name.into(), &[eid], Host::Endpoint(Vec::new()), Some(site)))
@@ -272,7 +269,7 @@ impl Sim {
     /// Sends a datagram from member `from` (an endpoint, usually) as if it had emitted it.
     pub fn send(&mut self, from: Id, src: SocketAddr, dst: SocketAddr, data: Vec<u8>) {
         let to = self.owner(from, dst.ip());
-        self.enqueue(from, to, src, dst, Carried::Datagram, None, data);
+        self.enqueue(from, to, src, dst, Carried::Datagram, data);
     }
 
     /// Sends the IP packet `packet` from member `from`: a host's goes to its xTR; any other
@@ -286,14 +283,14 @@ impl Sim {
                 None => return false,
             },
         };
-        self.enqueue_packet(from, to, None, packet)
+        self.enqueue_packet(from, to, packet)
     }
 
     /// Queues an IP packet from `from` to the next hop `to`; false if it is not one.
-    fn enqueue_packet(&mut self, from: Id, to: Option<Id>, cause: Option<usize>, packet: Vec<u8>) -> bool {
+    fn enqueue_packet(&mut self, from: Id, to: Option<Id>, packet: Vec<u8>) -> bool {
         let Some(s) = Summary::parse(&packet) else { return false };
         let (sp, dp) = s.ports.unwrap_or((0, 0));
-        self.enqueue(from, to, SocketAddr::new(s.src, sp), SocketAddr::new(s.dst, dp), Carried::Packet, cause, packet);
+        self.enqueue(from, to, SocketAddr::new(s.src, sp), SocketAddr::new(s.dst, dp), Carried::Packet, packet);
         true
     }
 
@@ -309,24 +306,14 @@ impl Sim {
         self.link_delay.get(&(a, b)).copied().unwrap_or(self.delay)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn enqueue(
-        &mut self,
-        from: Id,
-        to: Option<Id>,
-        src: SocketAddr,
-        dst: SocketAddr,
-        carried: Carried,
-        cause: Option<usize>,
-        data: Vec<u8>,
-    ) {
+    fn enqueue(&mut self, from: Id, to: Option<Id>, src: SocketAddr, dst: SocketAddr, carried: Carried, data: Vec<u8>) {
         let lost = self.loss > 0.0 && self.rng.gen_bool(self.loss);
         let blocked = to.is_some_and(|t| self.partitioned.contains(&(from, t)));
         let delivered = match to {
             Some(t) if !lost && !blocked => Some(self.elapsed() + self.delay_between(from, t)),
             _ => None,
         };
-        self.trace.push(TraceEntry { sent: self.elapsed(), delivered, from, to, src, dst, carried, cause, data });
+        self.trace.push(TraceEntry { sent: self.elapsed(), delivered, from, to, src, dst, carried, data });
         if let Some(d) = delivered {
             self.seq += 1;
             self.queue.push(Reverse(Pending { at: self.start + d, seq: self.seq, trace: self.trace.len() - 1 }));
@@ -345,7 +332,7 @@ impl Sim {
                     .or_else(|| addrs.iter().copied().find(|a| a.is_ipv4() == t.dst.is_ipv4()))
                     .unwrap_or(t.dst.ip());
                 let to = self.owner(id, t.dst.ip());
-                self.enqueue(id, to, SocketAddr::new(src_ip, CONTROL_PORT), t.dst, Carried::Datagram, None, t.data);
+                self.enqueue(id, to, SocketAddr::new(src_ip, CONTROL_PORT), t.dst, Carried::Datagram, t.data);
             }
             if let Host::Node(node) = &mut self.members[id].host {
                 while node.poll_event().is_some() {}
@@ -360,7 +347,8 @@ impl Sim {
             Host::Node(n) => n.poll_timeout(),
             Host::Endpoint(_) => None,
         });
-        delivery.into_iter().chain(timers).min()
+        let polls = self.members.iter().filter_map(|m| m.data_plane.as_ref()?.next_poll());
+        delivery.into_iter().chain(timers).chain(polls).min()
     }
 
     /// Runs the network for `d` of virtual time.
@@ -419,6 +407,15 @@ impl Sim {
                 }
             }
         }
+        for at in 0..self.members.len() {
+            let m = &mut self.members[at];
+            let (Host::Node(node), Some(dp)) = (&mut m.host, &mut m.data_plane) else { continue };
+            if dp.next_poll().is_some_and(|t| t <= now) {
+                for out in dp.poll(node, now) {
+                    self.emit(at, out);
+                }
+            }
+        }
         self.collect();
     }
 
@@ -439,11 +436,16 @@ impl Sim {
             _ => (Handling::Dropped("not-for-us"), Out::Nowhere),
         };
         self.handled.insert(trace, handling);
+        self.emit(at, out);
+    }
+
+    /// Sends what xTR `at`'s data plane produced.
+    fn emit(&mut self, at: Id, out: Out) {
         match out {
             Out::Nowhere => {}
             Out::Underlay(p) => {
                 let to = Summary::parse(&p).and_then(|s| self.owner(at, s.dst));
-                self.enqueue_packet(at, to, Some(trace), p);
+                self.enqueue_packet(at, to, p);
             }
             Out::Site { iid, packet } => {
                 let dst = Summary::parse(&packet).map(|s| s.dst);
@@ -452,7 +454,7 @@ impl Sim {
                     m.site.as_ref().is_some_and(|s| s.iid == iid && s.xtrs.contains(&at))
                         && dst.is_some_and(|d| m.addrs.contains(&d))
                 });
-                self.enqueue_packet(at, host, Some(trace), packet);
+                self.enqueue_packet(at, host, packet);
             }
         }
     }

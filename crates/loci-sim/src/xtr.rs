@@ -1,10 +1,15 @@
 //! The data plane of a simulated xTR: the per-packet steps of loci-dataplane's workers
 //! (`crates/loci-dataplane/src/itr.rs` and `etr.rs`), calling the same loci-core functions in
-//! the same order, on packets the simulator carries instead of TUN devices and sockets. Only
-//! the I/O differs: the ITR side returns the encapsulated packet for the underlay instead of
-//! writing it to a raw socket, and the ETR side checks the whole outer packet with
-//! [`decapsulate`] (the real one gets the outer header from its UDP socket and calls
-//! `decapsulate_payload`, which `decapsulate` ends in).
+//! the same order, on packets the simulator carries instead of TUN devices and sockets: one
+//! ITR worker per instance ID with its flow cache, miss filter and miss queue (packets to a
+//! destination without a mapping wait there and go out when a new map-cache snapshot has it).
+//!
+//! Only the I/O differs. The real ITR writes the LISP header (`encapsulate_payload`) and lets
+//! the kernel add the outer IP and UDP headers on a socket of a pool of source ports; the
+//! simulator writes all three with [`encapsulate`] (the same fields, with the flow's whole
+//! 14-bit hash as source port). The real ETR reads the outer fields from its UDP socket and
+//! calls `decapsulate_payload`; the simulator checks the whole outer packet with
+//! [`decapsulate`], which ends in `decapsulate_payload`.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -15,6 +20,7 @@ use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::miss_filter::RecentMisses;
+use loci_core::miss_queue::{self, MissQueue};
 use loci_core::node::Node;
 use loci_core::packet;
 use loci_wire::ecm::checksum;
@@ -28,9 +34,9 @@ pub enum Handling {
     /// ITR: encapsulated to `rloc` in instance `iid`.
     Encapsulated { iid: u32, rloc: IpAddr },
     /// ITR: no mapping yet. Like the real data plane it reports the miss to the control plane
-    /// (`Node::handle_miss`, at most once per 250 ms per destination) and drops the packet:
-    /// nothing is queued, the sender retransmits.
-    Miss,
+    /// (`Node::handle_miss`, at most once per 250 ms per destination) and keeps the packet
+    /// until the mapping is in (`queued`), or drops it when the miss queue is full.
+    Miss { queued: bool },
     /// ITR: a negative mapping says the destination is not a LISP EID.
     NativeForwarded,
     /// ETR: decapsulated and handed to the site's instance `iid`.
@@ -48,6 +54,8 @@ pub struct Counters {
     pub misses_reported: u64,
     /// Misses not reported: the destination was reported less than 250 ms ago.
     pub misses_suppressed: u64,
+    /// Packets sent from the miss queue once their mapping was in.
+    pub sent_after_miss: u64,
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -63,11 +71,22 @@ pub(crate) enum Out {
     },
 }
 
+/// The ITR worker of one instance (a thread per TUN device, in the real data plane).
+struct Worker {
+    flows: FlowCache,
+    recent: RecentMisses,
+    waiting: MissQueue,
+    /// Snapshot generation the waiting packets were last tried against.
+    tried: u64,
+    last_sweep: Instant,
+    /// When the worker looks at its waiting packets next (while there are some).
+    next_poll: Option<Instant>,
+}
+
 pub struct DataPlane {
     /// The ITR's map-cache snapshots (none: the node has no ITR role).
     reader: Option<MapCacheReader>,
-    flows: FlowCache,
-    recent: RecentMisses,
+    workers: BTreeMap<u32, Worker>,
     families: Families,
     src_v4: Option<IpAddr>,
     src_v6: Option<IpAddr>,
@@ -81,8 +100,7 @@ impl DataPlane {
         let families = Families::of(rlocs);
         DataPlane {
             reader,
-            flows: FlowCache::new(FLOW_CACHE_SLOTS, families),
-            recent: RecentMisses::default(),
+            workers: BTreeMap::new(),
             families,
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
             src_v6: rlocs.iter().copied().find(IpAddr::is_ipv6),
@@ -92,10 +110,68 @@ impl DataPlane {
     }
 
     /// Serves instance `iid` (a TUN device, in the real data plane).
-    pub(crate) fn add_instance(&mut self, iid: u32) {
+    pub(crate) fn add_instance(&mut self, iid: u32, now: Instant) {
         if !self.filter.iids.contains(&iid) {
             self.filter.iids.push(iid);
         }
+        let families = self.families;
+        self.workers.entry(iid).or_insert_with(|| Worker {
+            flows: FlowCache::new(FLOW_CACHE_SLOTS, families),
+            recent: RecentMisses::default(),
+            waiting: MissQueue::new(miss_queue::TOTAL, miss_queue::PER_DESTINATION),
+            tried: u64::MAX,
+            last_sweep: now,
+            next_poll: None,
+        });
+    }
+
+    /// When a worker next looks at its waiting packets.
+    pub(crate) fn next_poll(&self) -> Option<Instant> {
+        self.workers.values().filter_map(|w| w.next_poll).min()
+    }
+
+    /// Forwards the waiting packets whose destination has a mapping in a new snapshot and drops
+    /// those that waited too long, in every worker whose poll is due (loci-dataplane's
+    /// `send_waiting`).
+    pub(crate) fn poll(&mut self, node: &mut Node, now: Instant) -> Vec<Out> {
+        let mut outs = Vec::new();
+        let Some(reader) = self.reader.clone() else { return outs };
+        let due: Vec<u32> =
+            self.workers.iter().filter(|(_, w)| w.next_poll.is_some_and(|t| t <= now)).map(|(i, _)| *i).collect();
+        for iid in due {
+            let snap = reader.load_full();
+            let families = self.families;
+            let Some(w) = self.workers.get_mut(&iid) else { continue };
+            let fresh =
+                snap.generation() != w.tried || now.saturating_duration_since(w.last_sweep) >= miss_queue::SWEEP;
+            let mut packets = Vec::new();
+            if fresh {
+                w.tried = snap.generation();
+                w.last_sweep = now;
+                let mut ready = Vec::new();
+                let expired = w.waiting.take_ready(
+                    now,
+                    |iid, dst| snap.forward(iid, dst, 0, families) != Forward::Miss,
+                    &mut ready,
+                );
+                for slot in ready {
+                    packets.push(w.waiting.packet(slot).to_vec());
+                    w.waiting.release(slot);
+                }
+                if expired > 0 {
+                    *self.counters.dropped.entry("miss-queue-expired").or_default() += expired as u64;
+                }
+            }
+            w.next_poll = (!w.waiting.is_empty()).then_some(now + miss_queue::POLL);
+            // The queue keeps arrival order per destination but not across destinations (a
+            // hash map): a fixed order keeps the simulation reproducible.
+            packets.sort_by_key(|p| packet::addresses(p).map(|(_, dst)| dst));
+            for p in packets {
+                self.counters.sent_after_miss += 1;
+                outs.push(self.itr(node, now, iid, &p).1);
+            }
+        }
+        outs
     }
 
     pub fn counters(&self) -> &Counters {
@@ -117,20 +193,25 @@ impl DataPlane {
         if !packet::routable(dst) {
             return self.drop("not-routable");
         }
-        let Some(reader) = &self.reader else { return self.drop("no-itr") };
+        let (Some(reader), Some(w)) = (&self.reader, self.workers.get_mut(&iid)) else { return self.drop("no-itr") };
         let flow = flow_hash(p);
-        let verdict = self.flows.forward(&reader.load(), iid, dst, flow);
+        let verdict = w.flows.forward(&reader.load(), iid, dst, flow);
         match verdict {
             Forward::Encapsulate(rloc) => self.encapsulate(p, iid, rloc, flow),
             Forward::Miss => {
-                *self.counters.dropped.entry("map-cache-miss").or_default() += 1;
-                if self.recent.should_report(iid, dst, now) {
+                let queued = w.waiting.push(iid, dst, p, now);
+                if queued {
+                    w.next_poll.get_or_insert(now + miss_queue::POLL);
+                } else {
+                    *self.counters.dropped.entry("map-cache-miss").or_default() += 1;
+                }
+                if w.recent.should_report(iid, dst, now) {
                     node.handle_miss(now, iid, dst, src);
                     self.counters.misses_reported += 1;
                 } else {
                     self.counters.misses_suppressed += 1;
                 }
-                (Handling::Miss, Out::Nowhere)
+                (Handling::Miss { queued }, Out::Nowhere)
             }
             Forward::NativeForward => {
                 let mut p = p.to_vec();

@@ -62,7 +62,7 @@ fn requests_from(sim: &Sim, id: Id) -> usize {
 }
 
 #[test]
-fn miss_drop_resolve_then_encapsulate_and_deliver() {
+fn miss_queue_resolve_then_encapsulate_and_deliver() {
     let mut w = world(1);
     let syn = tcp_syn(ip(C1), 40000, ip(D1), 80);
     // The first Map-Request is lost, so the resolution takes a retransmission (1 s).
@@ -71,34 +71,56 @@ fn miss_drop_resolve_then_encapsulate_and_deliver() {
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_millis(1));
     w.sim.partition(w.b, ms, false);
-    // A second packet while the resolution is on: dropped too, and not even reported.
+    // A second packet while the resolution is on: queued too, and not even reported.
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_millis(300));
     // A third, after the data plane's 250 ms hold: reported; the core knows it is pending.
+    let start = w.sim.elapsed();
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_secs(1));
-    assert!(w.sim.received(w.d1).is_empty(), "nothing is queued during a miss");
     let itr = w.sim.node(w.b).itr().unwrap().stats();
     assert_eq!((itr.misses, itr.misses_pending, itr.requests, itr.timeouts, itr.installed), (2, 1, 2, 1, 1));
-    // The retransmission goes through.
+    // The three waited for the Map-Reply (about 1 s after the first) and then went out.
+    let got = w.sim.received(w.d1);
+    assert_eq!(got.len(), 3, "queued packets are sent once the mapping is in");
+    assert!(got.iter().all(|g| g.0 > start + Duration::from_millis(600) && g.3 == syn), "{got:?}");
+    let h: Vec<Option<Handling>> = sent_by(&w.sim, w.c1).into_iter().map(|(_, h)| h).collect();
+    assert_eq!(h, [Some(Handling::Miss { queued: true }); 3]);
+    // A packet after that is encapsulated at once, to a priority-1 locator.
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_millis(100));
-    let h: Vec<Option<Handling>> = sent_by(&w.sim, w.c1).into_iter().map(|(_, h)| h).collect();
-    assert_eq!(h[..3], [Some(Handling::Miss); 3]);
-    let Some(Handling::Encapsulated { iid: 0, rloc }) = h[3] else { panic!("{h:?}") };
+    let (last, h) = *sent_by(&w.sim, w.c1).last().unwrap();
+    let Some(Handling::Encapsulated { iid: 0, rloc }) = h else { panic!("{h:?}") };
     assert!(rloc == ip("203.0.113.11") || rloc == ip("203.0.113.12"), "a priority-1 locator: {rloc}");
-    let got = w.sim.received(w.d1);
-    assert_eq!(got.len(), 1);
-    assert_eq!(got[0].3, syn, "the inner packet arrives unchanged");
-    // The encapsulated packet went to that RLOC's ETR, UDP 4341, and was decapsulated there.
-    let enc: Vec<usize> = (0..w.sim.trace().len()).filter(|&i| w.sim.trace()[i].is_encapsulated()).collect();
-    assert_eq!(enc.len(), 1);
-    let e = &w.sim.trace()[enc[0]];
+    // It went to that RLOC's ETR, UDP 4341, and was decapsulated there and delivered as sent.
+    let i = (last..w.sim.trace().len()).find(|&i| w.sim.trace()[i].is_encapsulated()).unwrap();
+    let e = &w.sim.trace()[i];
     assert_eq!((e.src.ip(), e.dst, e.src.port() & 0xc000), (ip("198.51.100.1"), (rloc, 4341).into(), 0xc000));
-    assert_eq!(w.sim.handling(enc[0]), Some(Handling::Decapsulated { iid: 0 }));
+    assert_eq!(w.sim.handling(i), Some(Handling::Decapsulated { iid: 0 }));
     assert_eq!(w.sim.addrs(e.to.unwrap())[0], rloc);
+    assert_eq!(w.sim.received(w.d1).len(), 4);
+    assert_eq!(w.sim.received(w.d1)[3].3, syn, "the inner packet arrives unchanged");
     let c = w.sim.data_plane(w.b).unwrap().counters();
-    assert_eq!((c.encapsulated, c.misses_reported, c.misses_suppressed, c.dropped["map-cache-miss"]), (1, 2, 1, 3));
+    assert_eq!((c.encapsulated, c.sent_after_miss, c.misses_reported, c.misses_suppressed), (4, 3, 2, 1));
+    assert!(c.dropped.is_empty(), "{c:?}");
+}
+
+#[test]
+fn miss_queue_is_bounded_and_expires() {
+    let mut w = world(5);
+    w.sim.partition(w.b, 0, true);
+    for port in 0..6 {
+        w.sim.send_packet(w.c1, udp(ip(C1), 1000 + port, ip(D1), 53, b"q"));
+    }
+    w.sim.run_for(Duration::from_millis(10));
+    let h: Vec<Option<Handling>> = sent_by(&w.sim, w.c1).into_iter().map(|(_, h)| h).collect();
+    let queued = h.iter().filter(|h| **h == Some(Handling::Miss { queued: true })).count();
+    assert_eq!((queued, h.len()), (4, 6), "four per destination: {h:?}");
+    // The resolver stays away: the waiting packets expire after 2.5 s.
+    w.sim.run_for(Duration::from_secs(3));
+    let c = w.sim.data_plane(w.b).unwrap().counters();
+    assert_eq!((c.dropped["map-cache-miss"], c.dropped["miss-queue-expired"], c.sent_after_miss), (2, 4, 0));
+    assert!(w.sim.received(w.d1).is_empty());
 }
 
 #[test]
@@ -122,7 +144,7 @@ fn flows_spread_by_weight_without_more_requests() {
     assert!((70..=130).contains(&share("203.0.113.11")), "{per:?}");
     assert!((70..=130).contains(&share("203.0.113.12")), "{per:?}");
     assert_eq!(share("203.0.113.13"), 0, "the backup carries nothing");
-    assert_eq!(w.sim.received(w.d1).len(), 200);
+    assert_eq!(w.sim.received(w.d1).len(), 201, "the first one waited for the mapping");
     // The same flow always takes the same locator.
     w.sim.send_packet(w.c1, udp(ip(C1), 40000, ip(D1), 5001, b"again"));
     w.sim.run_for(Duration::from_millis(10));
@@ -140,12 +162,13 @@ fn negative_mapping_forwards_natively() {
     w.sim.send_packet(w.c1, syn.clone());
     w.sim.run_for(Duration::from_millis(10));
     let h: Vec<Option<Handling>> = sent_by(&w.sim, w.c1).into_iter().map(|(_, h)| h).collect();
-    assert_eq!(h, [Some(Handling::Miss), Some(Handling::NativeForwarded)]);
+    assert_eq!(h, [Some(Handling::Miss { queued: true }), Some(Handling::NativeForwarded)]);
+    // The first waited for the negative reply and went out natively too.
     let got = w.sim.received(web);
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 2);
     let s = Summary::parse(&got[0].3).unwrap();
     assert_eq!((s.src, s.ttl), (ip(C1), 63), "forwarded as it is, one hop older");
-    assert_eq!(w.sim.data_plane(w.b).unwrap().counters().native_forwarded, 1);
+    assert_eq!(w.sim.data_plane(w.b).unwrap().counters().native_forwarded, 2);
 }
 
 #[test]

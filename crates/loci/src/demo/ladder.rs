@@ -198,7 +198,7 @@ fn control_label(name: &str, f: &Map<String, Value>) -> String {
 }
 
 /// The instance ID and inner packet of a LISP-encapsulated packet.
-fn decapsulated_view(p: &[u8]) -> Option<(u32, &[u8])> {
+pub fn decapsulated_view(p: &[u8]) -> Option<(u32, &[u8])> {
     let ip_len = match p.first()? >> 4 {
         4 => usize::from(p[0] & 0x0f) * 4,
         6 => 40,
@@ -212,7 +212,8 @@ fn decapsulated_view(p: &[u8]) -> Option<(u32, &[u8])> {
 pub fn handling_text(h: Handling) -> String {
     match h {
         Handling::Encapsulated { rloc, .. } => format!("encapsulated to {rloc}"),
-        Handling::Miss => "no mapping: dropped, resolving".into(),
+        Handling::Miss { queued: true } => "no mapping: queued, resolving".into(),
+        Handling::Miss { queued: false } => "no mapping, queue full: dropped, resolving".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
         Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
         Handling::Dropped(r) => format!("dropped: {r}"),
@@ -223,7 +224,8 @@ pub fn handling_text(h: Handling) -> String {
 pub fn handling_short(h: Handling) -> String {
     match h {
         Handling::Encapsulated { rloc, .. } => format!("encap to {rloc}"),
-        Handling::Miss => "miss: dropped".into(),
+        Handling::Miss { queued: true } => "miss: queued".into(),
+        Handling::Miss { queued: false } => "miss: dropped".into(),
         Handling::NativeForwarded => "native forward".into(),
         Handling::Decapsulated { iid } => format!("decap, iid {iid}"),
         Handling::Dropped(r) => format!("dropped: {r}"),

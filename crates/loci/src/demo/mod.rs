@@ -14,7 +14,6 @@ mod vpn;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use loci_sim::xtr::Handling;
 use loci_sim::{Id, Sim};
 use serde_json::json;
 
@@ -154,15 +153,21 @@ pub fn map_cache(sim: &Sim, xtr: Id) -> String {
 }
 
 /// The locator each distinct flow `host` sent took at its ITR, in order of appearance:
-/// (source, destination, locator).
+/// (source, destination, locator), from the encapsulated packets its xTR sent.
 pub fn flow_locators(sim: &Sim, host: Id) -> Vec<(SocketAddr, SocketAddr, IpAddr)> {
+    let Some(site) = sim.site(host) else { return Vec::new() };
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
-    for (i, e) in sim.trace().iter().enumerate().filter(|(_, e)| e.from == host) {
-        if let Some(Handling::Encapsulated { rloc, .. }) = sim.handling(i) {
-            if seen.insert((e.src, e.dst)) {
-                out.push((e.src, e.dst, rloc));
-            }
+    for e in sim.trace().iter().filter(|e| e.is_encapsulated() && Some(&e.from) == site.xtrs.first()) {
+        let Some((iid, inner)) = ladder::decapsulated_view(&e.data) else { continue };
+        let Some(s) = loci_sim::packet::Summary::parse(inner) else { continue };
+        if iid != site.iid || !sim.addrs(host).contains(&s.src) {
+            continue;
+        }
+        let (sp, dp) = s.ports.unwrap_or((0, 0));
+        let (src, dst) = (SocketAddr::new(s.src, sp), SocketAddr::new(s.dst, dp));
+        if seen.insert((src, dst)) {
+            out.push((src, dst, e.dst.ip()));
         }
     }
     out
@@ -207,11 +212,13 @@ pub fn data_plane(sim: &Sim, xtrs: &[Id], hosts: &[Id]) -> String {
                 c.encapsulated.to_string(),
                 c.decapsulated.to_string(),
                 c.native_forwarded.to_string(),
+                c.sent_after_miss.to_string(),
                 drops.join(", "),
             ])
         })
         .collect();
-    let mut out = table("Data plane", &["XTR", "ENCAPSULATED", "DECAPSULATED", "NATIVE", "DROPPED"], &rows);
+    let mut out =
+        table("Data plane", &["XTR", "ENCAPSULATED", "DECAPSULATED", "NATIVE", "SENT AFTER WAITING", "DROPPED"], &rows);
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|&h| {
