@@ -501,8 +501,12 @@ impl Etr {
         notify: &MapNotify,
         io: &mut Io,
     ) -> NotifyVerdict {
-        let from_site = notify.xtr_id.filter(|x| x.site_id == self.config.site_id && x.xtr_id != self.config.xtr_id);
+        let from_site = notify.xtr_id.filter(|x| x.site_id == self.config.site_id);
         let (Some(from), true) = (from_site, self.mobility.is_enabled()) else { return NotifyVerdict::NotMine };
+        if from.xtr_id == self.config.xtr_id {
+            // Our own announcement, looped back by the multicast group.
+            return NotifyVerdict::Handled;
+        }
         if !self.peers.iter().any(|p| auth::verify(data, &p.keys(), false).is_ok()) {
             io.stats.mobility.forged_notifies += 1;
             io.refuse(now, None, Drop::BadAuth, remote, "map-notify-group announcement failed authentication");
