@@ -39,6 +39,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const UPDATE_RETRIES: u32 = 3;
 /// Most such Map-Registers awaiting their Map-Notify per Map-Server.
 const MAX_UPDATES: usize = 4096;
+/// Host prefixes per Map-Register outside the round (their records stay well within
+/// [`MAX_RECORD_BYTES`], with an Instance-ID LCAF and an IPv6 locator).
+const UPDATE_PREFIXES: usize = 16;
 /// Records of a Map-Register are kept within this many bytes (one unfragmented datagram).
 const MAX_RECORD_BYTES: usize = 1200;
 
@@ -248,18 +251,21 @@ impl Etr {
     }
 
     /// Registers (or, with `withdraw`, withdraws) `prefixes` with every Map-Server now, apart
-    /// from the round. Returns the first nonce used.
+    /// from the round, [`UPDATE_PREFIXES`] to a Map-Register. Returns the first nonce used.
     fn send_update(&mut self, now: Instant, prefixes: &[EidPrefix], withdraw: bool, io: &mut Io) -> u64 {
         let first = self.last_nonce.wrapping_add(1);
         for i in 0..self.peers.len() {
-            if self.peers[i].updates.len() >= MAX_UPDATES {
-                // The next round carries them; stop retransmitting the oldest.
-                self.peers[i].updates.remove(0);
+            for chunk in prefixes.chunks(UPDATE_PREFIXES) {
+                if self.peers[i].updates.len() >= MAX_UPDATES {
+                    // The next round carries them; stop retransmitting the oldest.
+                    self.peers[i].updates.remove(0);
+                }
+                let next = now + FIRST_BACKOFF;
+                let update = Update { nonce: 0, prefixes: chunk.to_vec(), withdraw, sent: 0, next };
+                self.peers[i].updates.push(update);
+                let last = self.peers[i].updates.len() - 1;
+                self.transmit_update(i, last, io);
             }
-            let update = Update { nonce: 0, prefixes: prefixes.to_vec(), withdraw, sent: 0, next: now + FIRST_BACKOFF };
-            self.peers[i].updates.push(update);
-            let last = self.peers[i].updates.len() - 1;
-            self.transmit_update(i, last, io);
         }
         first
     }

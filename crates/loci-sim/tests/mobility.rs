@@ -31,6 +31,8 @@ const R: &str = "198.51.100.1";
 const XTR_A: u128 = 0xa;
 const XTR_B: u128 = 0xb;
 const HOST: &str = "10.1.9.10";
+/// A second range, IPv6 in instance 5.
+const V6_RANGE: &str = "[5]2001:db8:9::/64";
 
 struct World {
     sim: Sim,
@@ -62,18 +64,17 @@ impl Options {
 fn xtr(name: &str, addr: &str, local: &str, xtr_id: u128, peer: &str, o: Options) -> NodeConfig {
     let mut cfg = etr(name, MS, KEY, vec![(local, vec![rloc(addr, 1, 100)])], xtr_id);
     let group = if o.mode == MobilityMode::ExtendedSubnet { vec![ip(peer)] } else { Vec::new() };
-    cfg.etr.as_mut().unwrap().mobility = MobilityConfig {
-        ranges: vec![DynamicEidRange {
-            prefix: prefix("10.1.9.0/24"),
-            interface: "site0".into(),
-            mode: o.mode,
-            map_notify_group: group,
-            gateway: None,
-            locators: vec![rloc(addr, 1, 100)],
-            max_hosts: o.max_hosts,
-        }],
-        ..MobilityConfig::default()
+    let range = |p: &str| DynamicEidRange {
+        prefix: prefix(p),
+        interface: "site0".into(),
+        mode: o.mode,
+        map_notify_group: group.clone(),
+        gateway: None,
+        locators: vec![rloc(addr, 1, 100)],
+        max_hosts: o.max_hosts,
     };
+    let ranges = vec![range("10.1.9.0/24"), range(V6_RANGE)];
+    cfg.etr.as_mut().unwrap().mobility = MobilityConfig { ranges, ..MobilityConfig::default() };
     cfg
 }
 
@@ -81,7 +82,10 @@ fn xtr(name: &str, addr: &str, local: &str, xtr_id: u128, peer: &str, o: Options
 /// the site, and a remote ITR R.
 fn world(seed: u64, o: Options) -> World {
     let mut sim = Sim::new(seed);
-    let ms = sim.add_node(map_server("ms", vec![site("dc", KEY, &["10.1.0.0/16", "10.2.0.0/16"])]), &[ip(MS)]);
+    let ms = sim.add_node(
+        map_server("ms", vec![site("dc", KEY, &["10.1.0.0/16", "10.2.0.0/16", "[5]2001:db8::/32"])]),
+        &[ip(MS)],
+    );
     let a = sim.add_node(xtr("a", A, "10.1.1.0/24", XTR_A, B, o), &[ip(A)]);
     let b = sim.add_node(xtr("b", B, "10.2.1.0/24", XTR_B, A, o), &[ip(B)]);
     let itr = NodeConfig {
@@ -499,6 +503,12 @@ fn host_seen_flood_is_bounded() {
     assert!(s.hosts_refused > 0 && s.hosts_outside_ranges > 4000, "{s:?}");
     let registered = w.sim.node(w.ms).map_server().unwrap().registrations().len();
     assert!(registered <= 2 + 64, "{registered} registrations");
+    // None of them answers probes: all withdrawn together, in Map-Registers that fit datagrams.
+    w.sim.run_for(Duration::from_secs(400));
+    assert!(w.sim.node(w.b).dynamic_eids().is_empty());
+    assert_eq!(w.sim.node(w.b).stats().mobility.hosts_silent, 64);
+    assert_eq!(w.sim.node(w.ms).map_server().unwrap().registrations().len(), 2, "the two static prefixes");
+    assert!(w.sim.trace().iter().all(|e| e.data.len() <= 1400));
 }
 
 #[test]
@@ -545,4 +555,30 @@ fn register_in_flight_when_the_host_moved_does_not_move_it_back() {
     w.sim.run_for(Duration::from_secs(120));
     assert_eq!(registered_at(&w, HOST), Some(ip(B)));
     assert!(w.sim.node(w.ms).map_server().unwrap().registration(&prefix("10.1.1.0/24")).is_some());
+}
+
+#[test]
+fn ipv6_host_in_an_instance_moves() {
+    let mut w = world(10, Options::new(MobilityMode::AcrossSubnet));
+    let host = ip("2001:db8:9::10");
+    let now = w.sim.now();
+    w.sim.node_mut(w.a).handle_host_seen(now, 5, host, "site0");
+    w.sim.run_for(Duration::from_millis(10));
+    assert_eq!(w.sim.node(w.a).dynamic_eids()[0].prefix, prefix("[5]2001:db8:9::10/128"));
+    let (now, r) = (w.sim.now(), w.r);
+    w.sim.node_mut(r).handle_miss(now, 5, host, ip("2001:db8:77::1"));
+    w.sim.run_for(Duration::from_millis(10));
+    let at_r = |w: &World| match w.sim.node(w.r).itr().unwrap().reader().load_full().forward(5, host, 1, Families::ALL)
+    {
+        Forward::Encapsulate(a) => Some(a),
+        _ => None,
+    };
+    assert_eq!(at_r(&w), Some(ip(A)));
+    assert_eq!(rloc_at_r(&w, "2001:db8:9::10"), None, "instance 0 knows nothing of it");
+    let now = w.sim.now();
+    w.sim.node_mut(w.b).handle_host_seen(now, 5, host, "site0");
+    w.sim.run_for(Duration::from_millis(5));
+    assert_eq!(at_r(&w), Some(ip(B)));
+    assert!(w.sim.node(w.a).dynamic_eids().is_empty());
+    assert_eq!(w.sim.node(w.a).away_entries()[0].prefix, prefix("[5]2001:db8:9::10/128"));
 }
