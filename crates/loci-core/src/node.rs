@@ -264,6 +264,11 @@ impl Node {
         self.etr.as_ref().map(Etr::dynamic_eids).unwrap_or_default()
     }
 
+    /// The data plane's handle on the away entries (ETR role): see [`Etr::away_reader`].
+    pub fn away_reader(&self) -> Option<crate::map_cache::MapCacheReader> {
+        self.etr.as_ref().map(Etr::away_reader)
+    }
+
     /// Hosts that moved away, with their new RLOCs.
     pub fn away_entries(&self) -> Vec<AwayView> {
         self.etr.as_ref().map(Etr::away_entries).unwrap_or_default()
