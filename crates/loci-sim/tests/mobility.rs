@@ -291,18 +291,38 @@ fn pubsub_path_with_smr_off() {
     assert_eq!(sr.mobility.publications_applied, 2);
 }
 
-#[test]
-fn a_hundred_hosts_move_at_once() {
-    let mut w = world(4, Options::new(MobilityMode::ExtendedSubnet));
+/// 100 hosts detected at A and resolved by R.
+fn hundred_hosts(w: &mut World) -> Vec<String> {
     let hosts: Vec<String> = (1..=100).map(|i| format!("10.1.9.{i}")).collect();
-    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     for h in &hosts {
         w.seen(w.a, h);
     }
     w.sim.run_for(Duration::from_millis(10));
     for h in &hosts {
-        resolve(&mut w, h, A);
+        resolve(w, h, A);
     }
+    hosts
+}
+
+#[test]
+fn a_hundred_hosts_move_at_once_by_smr() {
+    let o = Options { subscribe: false, ..Options::new(MobilityMode::AcrossSubnet) };
+    let mut w = world(11, o);
+    let hosts = hundred_hosts(&mut w);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    for h in &hosts {
+        w.seen(w.b, h);
+    }
+    let took = stream(&mut w, &hosts, B, Duration::from_millis(500)).expect("all converged by SMR");
+    assert!(took <= Duration::from_millis(50), "100 hosts converged by SMR in {took:?}");
+    assert_eq!(w.sim.node(w.a).stats().mobility.smrs_sent, 100);
+}
+
+#[test]
+fn a_hundred_hosts_move_at_once() {
+    let mut w = world(4, Options::new(MobilityMode::ExtendedSubnet));
+    let hosts = hundred_hosts(&mut w);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let start = w.sim.elapsed();
     for h in &hosts {
         w.seen(w.b, h);
@@ -581,4 +601,22 @@ fn ipv6_host_in_an_instance_moves() {
     assert_eq!(at_r(&w), Some(ip(B)));
     assert!(w.sim.node(w.a).dynamic_eids().is_empty());
     assert_eq!(w.sim.node(w.a).away_entries()[0].prefix, prefix("[5]2001:db8:9::10/128"));
+}
+
+#[test]
+fn map_notify_group_withdraws_before_the_map_server_speaks() {
+    let mut w = world(12, Options::new(MobilityMode::ExtendedSubnet));
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    // The Map-Server is far from both xTRs; the LAN extension between them is short.
+    w.sim.set_link_delay(w.ms, w.a, Duration::from_millis(40));
+    w.sim.set_link_delay(w.ms, w.b, Duration::from_millis(40));
+    w.seen(w.b, HOST);
+    w.sim.run_for(Duration::from_millis(2));
+    assert!(!has_host(&w, w.a, HOST), "withdrawn on B's announcement");
+    assert_eq!(w.sim.node(w.a).away_entries()[0].rlocs, [ip(B)]);
+    assert_eq!(registered_at(&w, HOST), Some(ip(A)), "the Map-Server has not heard yet");
+    w.sim.run_for(Duration::from_millis(200));
+    assert_eq!(registered_at(&w, HOST), Some(ip(B)));
+    assert_eq!(w.sim.node(w.a).stats().mobility.moves_away, 1);
 }
