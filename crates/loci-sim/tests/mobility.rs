@@ -51,11 +51,27 @@ struct Options {
     /// The remote ITR acts on SMRs.
     smr: bool,
     max_hosts: usize,
+    /// A is an ITR too, subscribing like R.
+    a_is_itr: bool,
 }
 
 impl Options {
     fn new(mode: MobilityMode) -> Self {
-        Options { mode, subscribe: true, smr: true, max_hosts: 1000 }
+        Options { mode, subscribe: true, smr: true, max_hosts: 1000, a_is_itr: false }
+    }
+}
+
+/// An ITR at `addr` using the Map-Resolver.
+fn itr_config(addr: &str, xtr_id: u128, o: Options) -> ItrConfig {
+    ItrConfig {
+        map_resolvers: vec![SocketAddr::new(ip(MS), 4342)],
+        rlocs: vec![ip(addr)],
+        subscribe: o.subscribe,
+        smr: o.smr,
+        xtr_id,
+        site_id: 7,
+        pubsub_key: Some((1, KEY.to_vec())),
+        ..Default::default()
     }
 }
 
@@ -86,22 +102,13 @@ fn world(seed: u64, o: Options) -> World {
         map_server("ms", vec![site("dc", KEY, &["10.1.0.0/16", "10.2.0.0/16", "[5]2001:db8::/32"])]),
         &[ip(MS)],
     );
-    let a = sim.add_node(xtr("a", A, "10.1.1.0/24", XTR_A, B, o), &[ip(A)]);
+    let mut a_cfg = xtr("a", A, "10.1.1.0/24", XTR_A, B, o);
+    if o.a_is_itr {
+        a_cfg.itr = Some(itr_config(A, XTR_A, o));
+    }
+    let a = sim.add_node(a_cfg, &[ip(A)]);
     let b = sim.add_node(xtr("b", B, "10.2.1.0/24", XTR_B, A, o), &[ip(B)]);
-    let itr = NodeConfig {
-        name: "r".into(),
-        itr: Some(ItrConfig {
-            map_resolvers: vec![SocketAddr::new(ip(MS), 4342)],
-            rlocs: vec![ip(R)],
-            subscribe: o.subscribe,
-            smr: o.smr,
-            xtr_id: 0x99,
-            site_id: 7,
-            pubsub_key: Some((1, KEY.to_vec())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let itr = NodeConfig { name: "r".into(), itr: Some(itr_config(R, 0x99, o)), ..Default::default() };
     let r = sim.add_node(itr, &[ip(R)]);
     sim.run_for(Duration::from_secs(2));
     World { sim, ms, a, b, r }
@@ -619,4 +626,29 @@ fn map_notify_group_withdraws_before_the_map_server_speaks() {
     w.sim.run_for(Duration::from_millis(200));
     assert_eq!(registered_at(&w, HOST), Some(ip(B)));
     assert_eq!(w.sim.node(w.a).stats().mobility.moves_away, 1);
+}
+
+#[test]
+fn an_xtr_that_is_also_an_itr_tells_its_notifies_apart() {
+    let o = Options { a_is_itr: true, ..Options::new(MobilityMode::AcrossSubnet) };
+    let mut w = world(13, o);
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    w.seen(w.b, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    assert_eq!(w.sim.node(w.a).away_entries().len(), 1);
+    // A's own hosts now send to HOST: A's ITR subscribes; its confirmation, signed with the
+    // same key as the Map-Server's move notices, goes to the ITR, not the ETR.
+    let now = w.sim.now();
+    w.sim.node_mut(w.a).handle_miss(now, 0, ip(HOST), ip("10.1.1.5"));
+    w.sim.run_for(Duration::from_millis(10));
+    let itr = w.sim.node(w.a).itr().unwrap();
+    assert_eq!(itr.map_cache().lookup(0, ip(HOST)).map(|(_, m)| m.rlocs[0].addr), Some(ip(B)));
+    assert_eq!(itr.subscriptions().len(), 1);
+    // Home again: the ETR takes the host back, the ITR gets the publication.
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    assert!(has_host(&w, w.a, HOST) && w.sim.node(w.a).away_entries().is_empty());
+    let s = w.sim.node(w.a).stats().mobility.clone();
+    assert_eq!((s.publications_applied, s.forged_notifies, s.replayed_notifies), (1, 0, 0), "{s:?}");
 }
