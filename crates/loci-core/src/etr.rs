@@ -612,13 +612,19 @@ impl Etr {
         if req.dont_map_reply {
             return;
         }
-        let records: Vec<MapRecord> = req
+        let mut records: Vec<MapRecord> = req
             .records
             .iter()
             .filter_map(|r| eid_from_wire(&r.eid, r.eid_mask_len))
             .filter_map(|eid| self.database.longest_match(eid.iid, eid.net.network()))
             .map(|(prefix, m)| record(&prefix, self.config.record_ttl, Action::NO_ACTION, true, m.locators.clone()))
             .collect();
+        if req.probe {
+            // The p bit names the locator that was probed (RFC 9301 §5.4): the one asked.
+            for l in records.iter_mut().flat_map(|r| r.locators.iter_mut()) {
+                l.probed = l.address.ip() == Some(local.ip());
+            }
+        }
         if records.is_empty() {
             io.stats.drop(Drop::Unexpected);
             return;

@@ -9,7 +9,9 @@
 //!   only starts again if traffic still wants the EID.
 //! * Each retransmission goes to the next Map-Resolver; a resolver that lets a request time out
 //!   loses its place as the first choice to the next one, and the resolver that answered
-//!   becomes the first choice.
+//!   becomes the first choice. After `resolver_return` away from the first configured resolver
+//!   (the preferred one), new resolutions try it first again; if it is still silent, that
+//!   costs one retransmission interval.
 //! * Every request carries a fresh random nonce; a Map-Reply is accepted only if its nonce is
 //!   outstanding, and only its records that cover the requested EID (or lie inside the one
 //!   that does) are installed. Anything else is dropped and counted: an off-path sender cannot
@@ -42,6 +44,7 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
+use crate::probing::{Prober, ProbingConfig, StatusBits};
 use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
@@ -75,6 +78,10 @@ pub struct ItrConfig {
     pub site_id: u64,
     /// Key ID and secret the Map-Servers sign publications with (the pub/sub key).
     pub pubsub_key: Option<(u8, Vec<u8>)>,
+    /// How long after leaving the preferred (first) Map-Resolver new resolutions try it again.
+    pub resolver_return: Duration,
+    /// RLOC probing of the cached locators ([`crate::probing`]); `None`: off.
+    pub probing: Option<ProbingConfig>,
 }
 
 impl Default for ItrConfig {
@@ -94,6 +101,8 @@ impl Default for ItrConfig {
             xtr_id: 0,
             site_id: 0,
             pubsub_key: None,
+            resolver_return: Duration::from_secs(60),
+            probing: None,
         }
     }
 }
@@ -175,6 +184,24 @@ impl Pending {
     }
 }
 
+/// The first-choice Map-Resolver, and since when it is not the preferred one (index 0).
+#[derive(Debug, Default)]
+struct Choice {
+    current: usize,
+    left_preferred: Option<Instant>,
+}
+
+impl Choice {
+    fn set(&mut self, r: usize, now: Instant) {
+        if r == 0 {
+            self.left_preferred = None;
+        } else if self.left_preferred.is_none() {
+            self.left_preferred = Some(now);
+        }
+        self.current = r;
+    }
+}
+
 pub struct Itr {
     config: ItrConfig,
     cache: MapCache,
@@ -182,8 +209,7 @@ pub struct Itr {
     /// Outstanding nonce -> pending key.
     nonces: HashMap<u64, EidPrefix>,
     timers: BinaryHeap<Reverse<(Instant, u64, EidPrefix)>>,
-    /// The first-choice resolver.
-    current: usize,
+    resolver: Choice,
     tokens: f64,
     refilled: Instant,
     next_seq: u64,
@@ -193,6 +219,7 @@ pub struct Itr {
     /// Prefixes we are subscribed to, with the last publication nonce accepted for each.
     subscriptions: PrefixTable<Subscription>,
     smr_limiter: KeyedLimiter<(IpAddr, EidPrefix)>,
+    prober: Option<Prober>,
 }
 
 /// A subscription (RFC 9437) as the ITR keeps it.
@@ -212,6 +239,7 @@ impl Itr {
         let cache = MapCache::new(config.cache.clone());
         let tokens = f64::from(config.requests_per_second);
         let smr_limiter = KeyedLimiter::one_per(config.smr_interval, MAX_SMR_KEYS);
+        let prober = config.probing.clone().map(Prober::new);
         Itr {
             subscriptions: PrefixTable::new(),
             smr_limiter,
@@ -220,12 +248,25 @@ impl Itr {
             pending: PrefixTable::new(),
             nonces: HashMap::new(),
             timers: BinaryHeap::new(),
-            current: 0,
+            resolver: Choice::default(),
             tokens,
             refilled: now,
             next_seq: 0,
             stats: ItrStats::default(),
             warned_no_resolver: false,
+            prober,
+        }
+    }
+
+    /// RLOC probing, when configured.
+    pub fn prober(&self) -> Option<&Prober> {
+        self.prober.as_ref()
+    }
+
+    /// Locator-status bits the data plane saw ([`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &StatusBits) {
+        if let Some(p) = &mut self.prober {
+            p.handle_status_bits(change, &mut self.cache);
         }
     }
 
@@ -267,12 +308,13 @@ impl Itr {
 
     /// The Map-Resolver tried first for new resolutions.
     pub fn current_resolver(&self) -> Option<SocketAddr> {
-        self.config.map_resolvers.get(self.current).copied()
+        self.config.map_resolvers.get(self.resolver.current).copied()
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.timers.peek().map(|Reverse((t, ..))| *t);
-        [pending, self.cache.poll_timeout()].into_iter().flatten().min()
+        let probe = self.prober.as_ref().and_then(Prober::poll_timeout);
+        [pending, self.cache.poll_timeout(), probe].into_iter().flatten().min()
     }
 
     /// The data plane found no usable mapping for `dst` (or one flagged send-map-request).
@@ -377,9 +419,13 @@ impl Itr {
             self.schedule(key, now + wait);
             return;
         }
+        if self.resolver.left_preferred.is_some_and(|t| now.saturating_duration_since(t) >= self.config.resolver_return)
+        {
+            self.resolver.set(0, now);
+        }
         let Some(p) = self.pending.get(&key) else { return };
         let n = self.config.map_resolvers.len();
-        let first = p.attempts.last().map_or(self.current, |a| a.resolver + 1);
+        let first = p.attempts.last().map_or(self.resolver.current, |a| a.resolver + 1);
         // The next resolver we have a source RLOC for.
         let target = (0..n).map(|i| (first + i) % n).find_map(|r| {
             let addr = self.config.map_resolvers[r];
@@ -472,8 +518,8 @@ impl Itr {
                     if let Some(last) = p.attempts.last().copied() {
                         self.stats.timeouts += 1;
                         // A resolver that lets a request time out is no longer the first choice.
-                        if last.resolver == self.current && !self.config.map_resolvers.is_empty() {
-                            self.current = (self.current + 1) % self.config.map_resolvers.len();
+                        if last.resolver == self.resolver.current && !self.config.map_resolvers.is_empty() {
+                            self.resolver.set((self.resolver.current + 1) % self.config.map_resolvers.len(), now);
                         }
                     }
                     let covered = !p.refresh
@@ -495,6 +541,9 @@ impl Itr {
                 }
             }
         }
+        if let Some(p) = &mut self.prober {
+            p.handle_timeout(now, &mut self.cache, &self.config.rlocs, rng, io);
+        }
         self.cache.publish();
     }
 
@@ -509,6 +558,10 @@ impl Itr {
             }
         };
         io.note(&notes);
+        if let Some(p) = self.prober.as_mut().filter(|_| reply.probe) {
+            p.handle_reply(now, remote, &reply, &mut self.cache, io);
+            return;
+        }
         let Some(key) = self.nonces.get(&reply.nonce).copied().filter(|_| !reply.probe) else {
             self.stats.replies_unmatched += 1;
             io.refuse(now, None, Drop::NoMatchingNonce, remote, "Map-Reply matches no outstanding Map-Request");
@@ -516,7 +569,7 @@ impl Itr {
         };
         let Some(p) = self.drop_pending(&key) else { return };
         if let Some(a) = p.attempts.iter().find(|a| a.nonce == reply.nonce) {
-            self.current = a.resolver;
+            self.resolver.set(a.resolver, now);
         }
         self.stats.replies_accepted += 1;
         let requested = EidPrefix::host(key.iid, p.eid);
@@ -532,6 +585,9 @@ impl Itr {
                     io.refuse(now, None, Drop::Unexpected, remote, "Map-Reply record outside the requested EID");
                 }
             }
+        }
+        if let Some(p) = &mut self.prober {
+            p.sync(now, &mut self.cache);
         }
         self.cache.publish();
     }

@@ -22,9 +22,11 @@ pub struct Rloc {
     pub addr: IpAddr,
     pub priority: u8,
     pub weight: u8,
-    /// R bit of the Map-Reply (RFC 9300 §9: clear means "do not encapsulate to it"), later
-    /// also the verdict of reachability probing.
+    /// R bit of the Map-Reply (RFC 9300 §9: clear means "do not encapsulate to it").
     pub reachable: bool,
+    /// This ITR's own verdict: RLOC probing (RFC 9301 §7.1) or locator-status bits (RFC 9300
+    /// §10) found the locator down. Set by the map-cache, never from a Map-Reply.
+    pub down: bool,
     /// This locator's identity in the rendezvous hash (a hash of its address), so a locator
     /// scores a flow the same whatever the other locators are.
     key: u64,
@@ -39,7 +41,7 @@ impl Rloc {
                 mix(v as u64 ^ mix((v >> 64) as u64, 6), 6)
             }
         };
-        Rloc { addr, priority, weight, reachable, key }
+        Rloc { addr, priority, weight, reachable, down: false, key }
     }
 
     /// The RLOC of a Map-Reply locator record; `None` for addresses that are not IP (LCAFs we
@@ -79,15 +81,25 @@ impl Families {
 pub const UNUSABLE_PRIORITY: u8 = 255;
 
 #[inline]
-fn usable(r: &Rloc, families: Families) -> bool {
-    r.priority != UNUSABLE_PRIORITY && r.reachable && families.has(r.addr)
+fn usable(r: &Rloc, families: Families, verdict: bool) -> bool {
+    r.priority != UNUSABLE_PRIORITY && r.reachable && !(verdict && r.down) && families.has(r.addr)
 }
 
 /// The index in `rlocs` of the locator that carries the flow with hash `flow`, or `None` when
 /// no locator is usable.
+///
+/// Locators found down by probing are skipped; when every locator is down the set is used as
+/// if nothing had been probed: sending to a locator that may be dead loses nothing over
+/// dropping, and a peer that does not answer probes (a filtered port 4342) is not cut off.
 pub fn choose(rlocs: &[Rloc], flow: u32, families: Families) -> Option<usize> {
-    let best = rlocs.iter().filter(|r| usable(r, families)).map(|r| r.priority).min()?;
-    let in_group = |r: &Rloc| r.priority == best && usable(r, families);
+    choose_among(rlocs, flow, families, true).or_else(|| choose_among(rlocs, flow, families, false))
+}
+
+#[inline]
+fn choose_among(rlocs: &[Rloc], flow: u32, families: Families, verdict: bool) -> Option<usize> {
+    let usable = |r: &Rloc| usable(r, families, verdict);
+    let best = rlocs.iter().filter(|r| usable(r)).map(|r| r.priority).min()?;
+    let in_group = |r: &Rloc| r.priority == best && usable(r);
     let weighted = rlocs.iter().any(|r| in_group(r) && r.weight > 0);
     // Candidates: the group's weighted locators, or all of it when every weight is 0.
     let candidate = |r: &Rloc| in_group(r) && (!weighted || r.weight > 0);
@@ -288,6 +300,33 @@ pub(crate) mod tests {
         // Mixed zero and non-zero weights: the zero ones get nothing.
         let mixed = [r("192.0.2.1", 1, 0), r("192.0.2.2", 1, 10)];
         assert!(flows().iter().all(|&f| choose(&mixed, f, Families::ALL) == Some(1)));
+    }
+
+    #[test]
+    fn down_locators_are_skipped_unless_all_are_down() {
+        let f = flows();
+        let mut set = [r("192.0.2.1", 1, 50), r("192.0.2.2", 1, 50), r("192.0.2.3", 1, 50), r("192.0.2.4", 2, 50)];
+        let before: Vec<usize> = f.iter().map(|&h| choose(&set, h, Families::ALL).unwrap()).collect();
+        set[0].down = true;
+        for (&h, &b) in f.iter().zip(&before) {
+            let now = choose(&set, h, Families::ALL).unwrap();
+            if b == 0 {
+                assert!(now == 1 || now == 2, "moved within its priority");
+            } else {
+                assert_eq!(now, b, "a flow on a surviving locator stayed put");
+            }
+        }
+        set[1].down = true;
+        set[2].down = true;
+        assert!(f.iter().all(|&h| choose(&set, h, Families::ALL) == Some(3)), "next priority");
+        set[3].down = true;
+        // All down: used as if unprobed.
+        assert!(f.iter().zip(&before).all(|(&h, &b)| choose(&set, h, Families::ALL) == Some(b)));
+        // The R bit still rules, even then.
+        for r in &mut set[..3] {
+            r.reachable = false;
+        }
+        assert!(f.iter().all(|&h| choose(&set, h, Families::ALL) == Some(3)));
     }
 
     #[test]

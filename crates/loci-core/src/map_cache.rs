@@ -22,9 +22,15 @@
 //! decides whether an entry is refreshed before its TTL runs out or left to expire. No clock
 //! and no channel on the packet path: the control plane reads and clears the bits on its own
 //! timers.
+//!
+//! Locator state: the ITR's own verdict on a locator (RLOC probing, [`crate::probing`];
+//! locator-status bits) is folded into the published mappings ([`Rloc::down`]), so the data
+//! plane skips a dead locator at its next lookup: a verdict republishes the entries that use the
+//! locator, keeping their timers. An index from locator to entries makes that, and the list of
+//! locators to probe, independent of the cache size.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -55,6 +61,9 @@ pub struct Mapping {
     pub installed: Instant,
     pub expires: Instant,
     used: AtomicU8,
+    /// Ordinals the locator-status bits last said were down (RFC 9300 §10); reset by a new
+    /// Map-Reply.
+    lsb_down: u32,
 }
 
 impl Mapping {
@@ -72,6 +81,7 @@ impl Mapping {
             installed: now,
             expires: now + ttl,
             used: AtomicU8::new(0),
+            lsb_down: 0,
         }
     }
 
@@ -86,6 +96,27 @@ impl Mapping {
         if self.used.load(Ordering::Relaxed) != BOTH {
             self.used.fetch_or(BOTH, Ordering::Relaxed);
         }
+    }
+
+    /// The same mapping with other locator states (use bits and timers kept).
+    fn with_state(&self, rlocs: Box<[Rloc]>, lsb_down: u32) -> Mapping {
+        Mapping {
+            prefix: self.prefix,
+            rlocs,
+            action: self.action,
+            authoritative: self.authoritative,
+            map_version: self.map_version,
+            ttl: self.ttl,
+            installed: self.installed,
+            expires: self.expires,
+            used: AtomicU8::new(self.used.load(Ordering::Relaxed)),
+            lsb_down,
+        }
+    }
+
+    /// The ordinals (bit i: the i-th locator) the locator-status bits last said were down.
+    pub fn status_bits_down(&self) -> u32 {
+        self.lsb_down
     }
 
     /// Whether a packet used this mapping since the last refresh checkpoint.
@@ -289,6 +320,26 @@ struct Entry {
     stamp: u64,
 }
 
+/// The ordinals among the first `n` that locator-status bits `bits` say are down.
+pub fn status_bits_down(bits: u32, n: usize) -> u32 {
+    let mask = if n >= 32 { u32::MAX } else { (1u32 << n) - 1 };
+    !bits & mask
+}
+
+/// Whether the locator is one the data plane may choose, and so worth probing.
+fn candidate(r: &Rloc) -> bool {
+    r.reachable && r.priority != crate::locator::UNUSABLE_PRIORITY
+}
+
+/// Why locator-status bits were not applied (RFC 9300 §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusBitsRefused {
+    /// No cached mapping at that prefix (it expired or changed since).
+    NoMapping,
+    /// The packet did not come from one of the mapping's locators: spoofed or stale.
+    NotALocator,
+}
+
 /// When, in a TTL, an entry in use is refreshed: `margin` before expiry, leaving time for
 /// retransmissions (a tenth of the TTL, between 1 s and 1 min).
 pub fn refresh_margin(ttl: Duration) -> Duration {
@@ -311,6 +362,14 @@ pub struct MapCache {
     timers: BinaryHeap<Reverse<(Instant, TimerKind, u64, EidPrefix)>>,
     next_stamp: u64,
     evictions: u64,
+    /// Locators probing found down.
+    probe_down: HashSet<IpAddr>,
+    /// Candidate locator -> the entries using it.
+    by_rloc: HashMap<IpAddr, BTreeSet<EidPrefix>>,
+    /// Locators that appeared in (`true`) or left (`false`) the cache since the last
+    /// [`MapCache::take_locator_changes`], when someone reads them.
+    rloc_changes: Vec<(IpAddr, bool)>,
+    track_locators: bool,
 }
 
 impl MapCache {
@@ -329,6 +388,10 @@ impl MapCache {
             timers: BinaryHeap::new(),
             next_stamp: 0,
             evictions: 0,
+            probe_down: HashSet::new(),
+            by_rloc: HashMap::new(),
+            rloc_changes: Vec::new(),
+            track_locators: false,
         }
     }
 
@@ -411,6 +474,15 @@ impl MapCache {
         };
         // A replaced mapping keeps its use history (a refresh must not look like disuse).
         mapping.used = AtomicU8::new(used);
+        // New locators, new ordinals: earlier status bits no longer apply; probing still does.
+        let mut rlocs = std::mem::take(&mut mapping.rlocs);
+        mapping.lsb_down = 0;
+        self.apply_state(&mut rlocs, 0);
+        mapping.rlocs = rlocs;
+        if let Some(old) = self.entries.get(&prefix).map(|e| e.mapping.clone()) {
+            self.unindex(&old);
+        }
+        self.index(&mapping);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         self.schedule(&mapping, stamp);
@@ -470,6 +542,7 @@ impl MapCache {
     /// Removes the entry at exactly `prefix`.
     pub fn remove(&mut self, prefix: &EidPrefix) -> Option<Arc<Mapping>> {
         let e = self.entries.remove(prefix)?;
+        self.unindex(&e.mapping);
         self.ring[e.slot] = None;
         self.free.push(e.slot);
         if self.base.contains_key(prefix) {
@@ -480,6 +553,111 @@ impl MapCache {
         self.dirty = true;
         // Timers of a removed entry are skipped when they fire (the stamp no longer matches).
         Some(e.mapping)
+    }
+
+    /// Sets each locator's `down` from the probing verdicts and the status-bit mask.
+    fn apply_state(&self, rlocs: &mut [Rloc], lsb_down: u32) {
+        for (i, r) in rlocs.iter_mut().enumerate() {
+            let lsb = i < 32 && lsb_down >> i & 1 == 1;
+            r.down = lsb || self.probe_down.contains(&r.addr);
+        }
+    }
+
+    fn index(&mut self, m: &Mapping) {
+        for r in m.rlocs.iter().filter(|r| candidate(r)) {
+            let set = self.by_rloc.entry(r.addr).or_default();
+            if set.is_empty() && self.track_locators {
+                self.rloc_changes.push((r.addr, true));
+            }
+            set.insert(m.prefix);
+        }
+    }
+
+    fn unindex(&mut self, m: &Mapping) {
+        for r in m.rlocs.iter().filter(|r| candidate(r)) {
+            if let Some(set) = self.by_rloc.get_mut(&r.addr) {
+                set.remove(&m.prefix);
+                if set.is_empty() {
+                    self.by_rloc.remove(&r.addr);
+                    if self.track_locators {
+                        self.rloc_changes.push((r.addr, false));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Republishes the entry at `prefix` with its locator states recomputed (and new status
+    /// bits, when given), if anything changed.
+    fn restate(&mut self, prefix: &EidPrefix, lsb_down: Option<u32>) -> bool {
+        let Some(e) = self.entries.get(prefix) else { return false };
+        let lsb_down = lsb_down.unwrap_or(e.mapping.lsb_down);
+        let mut rlocs = e.mapping.rlocs.clone();
+        self.apply_state(&mut rlocs, lsb_down);
+        if rlocs == e.mapping.rlocs && lsb_down == e.mapping.lsb_down {
+            return false;
+        }
+        let m = Arc::new(e.mapping.with_state(rlocs, lsb_down));
+        if let Some(e) = self.entries.get_mut(prefix) {
+            e.mapping = m.clone();
+        }
+        self.delta.insert(*prefix, Some(m));
+        self.dirty = true;
+        true
+    }
+
+    /// Marks locator `addr` down (or up again) in every entry that uses it, as RLOC probing
+    /// decided. Returns how many entries changed; the caller publishes.
+    pub fn set_locator_down(&mut self, addr: IpAddr, down: bool) -> usize {
+        let changed = if down { self.probe_down.insert(addr) } else { self.probe_down.remove(&addr) };
+        if !changed {
+            return 0;
+        }
+        let prefixes: Vec<EidPrefix> = self.by_rloc.get(&addr).map(|s| s.iter().copied().collect()).unwrap_or_default();
+        prefixes.iter().filter(|p| self.restate(p, None)).count()
+    }
+
+    /// Whether probing found `addr` down.
+    pub fn locator_down(&self, addr: IpAddr) -> bool {
+        self.probe_down.contains(&addr)
+    }
+
+    /// Applies locator-status bits (RFC 9300 §10) that a packet from `from` carried for the
+    /// entry at `prefix`: bit i is the state of the i-th locator of the last Map-Reply. Only the
+    /// mapping's own locators may say so. Returns whether anything changed; the caller
+    /// publishes.
+    pub fn set_status_bits(&mut self, prefix: &EidPrefix, from: IpAddr, bits: u32) -> Result<bool, StatusBitsRefused> {
+        let e = self.entries.get(prefix).ok_or(StatusBitsRefused::NoMapping)?;
+        if !e.mapping.rlocs.iter().any(|r| r.addr == from) {
+            return Err(StatusBitsRefused::NotALocator);
+        }
+        let down = status_bits_down(bits, e.mapping.rlocs.len());
+        Ok(self.restate(prefix, Some(down)))
+    }
+
+    /// The locators the data plane may choose, each with one entry that uses it (the EID-record
+    /// of its probe), in no particular order.
+    pub fn locators(&self) -> impl Iterator<Item = (IpAddr, EidPrefix)> + '_ {
+        self.by_rloc.iter().filter_map(|(a, s)| Some((*a, *s.first()?)))
+    }
+
+    /// One entry using locator `addr`, if any does.
+    pub fn locator_entry(&self, addr: IpAddr) -> Option<EidPrefix> {
+        self.by_rloc.get(&addr)?.first().copied()
+    }
+
+    /// How many entries use locator `addr`.
+    pub fn locator_uses(&self, addr: IpAddr) -> usize {
+        self.by_rloc.get(&addr).map_or(0, BTreeSet::len)
+    }
+
+    /// Locators that appeared (`true`) or left (`false`) since the last call, in order. The
+    /// first call starts the log with every locator present.
+    pub fn take_locator_changes(&mut self) -> Vec<(IpAddr, bool)> {
+        if !std::mem::replace(&mut self.track_locators, true) {
+            return self.by_rloc.keys().map(|&a| (a, true)).collect();
+        }
+        std::mem::take(&mut self.rloc_changes)
     }
 
     /// When `handle_timeout` should next run.

@@ -46,6 +46,10 @@ pub enum Event {
     RegistrationAcknowledged { map_server: SocketAddr },
     /// Replay-protection nonces changed and should be persisted (batched by the caller).
     NoncesChanged,
+    /// RLOC probing found a locator dead: the map-cache no longer chooses it.
+    LocatorDown { rloc: IpAddr },
+    /// A locator found dead answers probes again.
+    LocatorUp { rloc: IpAddr },
     /// A local host became a dynamic EID: route it towards `interface` (in across-subnet mode,
     /// also answer ARP/ND for its gateway and home-subnet neighbours there).
     HostDetected { prefix: EidPrefix, interface: String, mode: MobilityMode },
@@ -274,6 +278,14 @@ impl Node {
     /// Hosts that moved away, with their new RLOCs.
     pub fn away_entries(&self) -> Vec<AwayView> {
         self.etr.as_ref().map(Etr::away_entries).unwrap_or_default()
+    }
+
+    /// Locator-status bits the data plane saw on a decapsulated packet (ITR role; see
+    /// [`crate::probing::status_bits_change`]).
+    pub fn handle_status_bits(&mut self, change: &crate::probing::StatusBits) {
+        if let Some(itr) = &mut self.itr {
+            itr.handle_status_bits(change);
+        }
     }
 
     /// Runs every timer due at `now`.

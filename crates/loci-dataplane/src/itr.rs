@@ -12,12 +12,13 @@ use loci_core::encap::{encapsulate, EncapParams, ENCAP_OVERHEAD_V6};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
+use loci_core::packet;
 use loci_wire::ecm::checksum;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice};
 
 use crate::counters::{Counters, Drop};
-use crate::{packet, Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
+use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
 
 /// Room in front of the inner packet for the outer headers.
 const HEADROOM: usize = ENCAP_OVERHEAD_V6;

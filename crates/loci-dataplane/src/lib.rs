@@ -24,7 +24,6 @@
 mod counters;
 mod etr;
 mod itr;
-mod packet;
 mod sys;
 mod tun;
 

@@ -4,9 +4,17 @@
 //! destination after the link delay (or lost, or dropped by a partition). Endpoints are bare
 //! addresses that only record what reaches them (a `lig` client, a host). Every delivery is
 //! recorded in the trace. Same seed, same configuration: the same run, byte for byte.
+//!
+//! Data plane: a host attached to an xTR ([`Sim::add_host`]) sends IP packets
+//! ([`Sim::send_packet`]) to that xTR, whose ITR looks them up in its map-cache, reports misses
+//! to its node and encapsulates; the ETR that owns the outer destination decapsulates and hands
+//! the inner packet to its host of that instance ID. Both steps are loci-core's functions, as
+//! in the real data plane (see [`xtr`]).
 #![forbid(unsafe_code)]
 
+pub mod packet;
 pub mod scenario;
+pub mod xtr;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -15,13 +23,27 @@ use std::time::{Duration, Instant};
 
 use loci_core::config::NodeConfig;
 use loci_core::node::{Node, CONTROL_PORT};
+use loci_wire::data::LISP_DATA_PORT;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::packet::Summary;
+use crate::xtr::{DataPlane, Handling, Out};
 
 /// Index of a node or endpoint in the simulation.
 pub type Id = usize;
 
-/// One datagram the network carried (or lost).
+/// What a trace entry's `data` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// A UDP payload (control messages): what the receiving socket reads.
+    Datagram,
+    /// A whole IP packet: a host's packet to or from its xTR, a natively forwarded one, or a
+    /// LISP-encapsulated one (outer IP, UDP to port 4341, LISP header, inner packet).
+    Packet,
+}
+
+/// One datagram or packet the network carried (or lost).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TraceEntry {
     /// Virtual time since the start of the run.
@@ -29,9 +51,21 @@ pub struct TraceEntry {
     pub delivered: Option<Duration>,
     pub from: Id,
     pub to: Option<Id>,
+    /// Addresses and ports (0 for packets without ports).
     pub src: SocketAddr,
     pub dst: SocketAddr,
+    pub carried: Carried,
+    /// The entry whose handling sent this packet (the host's packet an encapsulated one
+    /// carries, the encapsulated packet a delivered one came out of).
+    pub cause: Option<usize>,
     pub data: Vec<u8>,
+}
+
+impl TraceEntry {
+    /// A LISP-encapsulated data packet.
+    pub fn is_encapsulated(&self) -> bool {
+        self.carried == Carried::Packet && self.dst.port() == LISP_DATA_PORT
+    }
 }
 
 enum Host {
@@ -44,6 +78,17 @@ struct Member {
     name: String,
     addrs: Vec<IpAddr>,
     host: Host,
+    /// An xTR's data plane (created when a host is attached to it).
+    data_plane: Option<DataPlane>,
+    /// A host's site.
+    site: Option<Site>,
+}
+
+/// Where a host sits: behind these xTRs (the first is its gateway), in this instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    pub xtrs: Vec<Id>,
+    pub iid: u32,
 }
 
 #[derive(PartialEq, Eq, PartialOrd, Ord)]
@@ -65,6 +110,8 @@ pub struct Sim {
     link_delay: BTreeMap<(Id, Id), Duration>,
     loss: f64,
     partitioned: BTreeSet<(Id, Id)>,
+    /// What the xTRs did with each packet delivered to them, by trace index.
+    handled: BTreeMap<usize, Handling>,
 }
 
 impl Sim {
@@ -83,6 +130,7 @@ impl Sim {
             link_delay: BTreeMap::new(),
             loss: 0.0,
             partitioned: BTreeSet::new(),
+            handled: BTreeMap::new(),
         }
     }
 
@@ -91,13 +139,43 @@ impl Sim {
         let seed = self.rng.gen();
         let name = config.name.clone();
         let node = Node::new(config, seed, self.now);
-        self.members.push(Member { name, addrs: addrs.to_vec(), host: Host::Node(Box::new(node)) });
-        self.members.len() - 1
+        self.push(name, addrs, Host::Node(Box::new(node)), None)
+    }
+
+    /// Replaces node `id` by a fresh one running `config` (a restart: its state is lost; its
+    /// addresses and links stay).
+    pub fn restart_node(&mut self, id: Id, config: NodeConfig) {
+        let seed = self.rng.gen();
+        let node = Node::new(config, seed, self.now);
+        self.members[id].host = Host::Node(Box::new(node));
     }
 
     /// Adds an endpoint that only records what it receives.
     pub fn add_endpoint(&mut self, name: &str, addrs: &[IpAddr]) -> Id {
-        self.members.push(Member { name: name.into(), addrs: addrs.to_vec(), host: Host::Endpoint(Vec::new()) });
+        self.push(name.into(), addrs, Host::Endpoint(Vec::new()), None)
+    }
+
+    /// Adds a host with EID `eid` in instance `iid` of a site behind the xTR nodes `xtrs`: its
+    /// packets go to the first one's ITR, and their ETRs deliver the packets for `eid` in `iid`
+    /// to it. Their data planes serve `iid` from then on. Returns `None` (adding nothing) when
+    /// `xtrs` is empty or names something other than a node.
+    pub fn add_host(&mut self, name: &str, eid: IpAddr, iid: u32, xtrs: &[Id]) -> Option<Id> {
+        let nodes = xtrs.iter().all(|&x| matches!(self.members.get(x).map(|m| &m.host), Some(Host::Node(_))));
+        if xtrs.is_empty() || !nodes {
+            return None;
+        }
+        for &x in xtrs {
+            let m = &mut self.members[x];
+            let Host::Node(node) = &m.host else { continue };
+            let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node.itr().map(|i| i.reader())));
+            dp.add_instance(iid);
+        }
+        let site = Site { xtrs: xtrs.to_vec(), iid };
+        Some(self.push(name.into(), &[eid], Host::Endpoint(Vec::new()), Some(site)))
+    }
+
+    fn push(&mut self, name: String, addrs: &[IpAddr], host: Host, site: Option<Site>) -> Id {
+        self.members.push(Member { name, addrs: addrs.to_vec(), host, data_plane: None, site });
         self.members.len() - 1
     }
 
@@ -170,15 +248,63 @@ impl Sim {
         &self.trace
     }
 
-    /// Sends a datagram from member `from` (an endpoint, usually) as if it had emitted it.
-    pub fn send(&mut self, from: Id, src: SocketAddr, dst: SocketAddr, data: Vec<u8>) {
-        self.enqueue(from, src, dst, data);
+    /// How many members the network has (ids are `0..len`).
+    pub fn len(&self) -> usize {
+        self.members.len()
     }
 
-    /// The member owning `ip`; with several (anycast), the nearest to `from`.
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// A host's site (`None` for nodes and plain endpoints).
+    pub fn site(&self, id: Id) -> Option<&Site> {
+        self.members[id].site.as_ref()
+    }
+
+    /// An xTR's data plane (`None` until a host is attached to it).
+    pub fn data_plane(&self, id: Id) -> Option<&DataPlane> {
+        self.members[id].data_plane.as_ref()
+    }
+
+    /// What the xTR the packet of trace entry `trace` reached did with it.
+    pub fn handling(&self, trace: usize) -> Option<Handling> {
+        self.handled.get(&trace).copied()
+    }
+
+    /// Sends a datagram from member `from` (an endpoint, usually) as if it had emitted it.
+    pub fn send(&mut self, from: Id, src: SocketAddr, dst: SocketAddr, data: Vec<u8>) {
+        let to = self.owner(from, dst.ip());
+        self.enqueue(from, to, src, dst, Carried::Datagram, None, data);
+    }
+
+    /// Sends the IP packet `packet` from member `from`: a host's goes to its xTR; any other
+    /// member's into the underlay, to the owner of its destination. Returns false (sending
+    /// nothing) when `packet` is not an IPv4 or IPv6 packet.
+    pub fn send_packet(&mut self, from: Id, packet: Vec<u8>) -> bool {
+        let to = match &self.members[from].site {
+            Some(site) => site.xtrs.first().copied(),
+            None => match Summary::parse(&packet) {
+                Some(s) => self.owner(from, s.dst),
+                None => return false,
+            },
+        };
+        self.enqueue_packet(from, to, None, packet)
+    }
+
+    /// Queues an IP packet from `from` to the next hop `to`; false if it is not one.
+    fn enqueue_packet(&mut self, from: Id, to: Option<Id>, cause: Option<usize>, packet: Vec<u8>) -> bool {
+        let Some(s) = Summary::parse(&packet) else { return false };
+        let (sp, dp) = s.ports.unwrap_or((0, 0));
+        self.enqueue(from, to, SocketAddr::new(s.src, sp), SocketAddr::new(s.dst, dp), Carried::Packet, cause, packet);
+        true
+    }
+
+    /// The member owning `ip` in the underlay; with several (anycast), the nearest to `from`.
+    /// Hosts in sites are reached only through their xTR.
     fn owner(&self, from: Id, ip: IpAddr) -> Option<Id> {
         (0..self.members.len())
-            .filter(|&i| self.members[i].addrs.contains(&ip))
+            .filter(|&i| self.members[i].site.is_none() && self.members[i].addrs.contains(&ip))
             .min_by_key(|&i| (self.delay_between(from, i), i))
     }
 
@@ -186,15 +312,24 @@ impl Sim {
         self.link_delay.get(&(a, b)).copied().unwrap_or(self.delay)
     }
 
-    fn enqueue(&mut self, from: Id, src: SocketAddr, dst: SocketAddr, data: Vec<u8>) {
-        let to = self.owner(from, dst.ip());
+    #[allow(clippy::too_many_arguments)]
+    fn enqueue(
+        &mut self,
+        from: Id,
+        to: Option<Id>,
+        src: SocketAddr,
+        dst: SocketAddr,
+        carried: Carried,
+        cause: Option<usize>,
+        data: Vec<u8>,
+    ) {
         let lost = self.loss > 0.0 && self.rng.gen_bool(self.loss);
         let blocked = to.is_some_and(|t| self.partitioned.contains(&(from, t)));
         let delivered = match to {
             Some(t) if !lost && !blocked => Some(self.elapsed() + self.delay_between(from, t)),
             _ => None,
         };
-        self.trace.push(TraceEntry { sent: self.elapsed(), delivered, from, to, src, dst, data });
+        self.trace.push(TraceEntry { sent: self.elapsed(), delivered, from, to, src, dst, carried, cause, data });
         if let Some(d) = delivered {
             self.seq += 1;
             self.queue.push(Reverse(Pending { at: self.start + d, seq: self.seq, trace: self.trace.len() - 1 }));
@@ -212,7 +347,8 @@ impl Sim {
                     .filter(|s| !s.is_unspecified())
                     .or_else(|| addrs.iter().copied().find(|a| a.is_ipv4() == t.dst.is_ipv4()))
                     .unwrap_or(t.dst.ip());
-                self.enqueue(id, SocketAddr::new(src_ip, CONTROL_PORT), t.dst, t.data);
+                let to = self.owner(id, t.dst.ip());
+                self.enqueue(id, to, SocketAddr::new(src_ip, CONTROL_PORT), t.dst, Carried::Datagram, None, t.data);
             }
             if let Host::Node(node) = &mut self.members[id].host {
                 while node.poll_event().is_some() {}
@@ -270,12 +406,13 @@ impl Sim {
             }
             let Some(Reverse(p)) = self.queue.pop() else { break };
             let e = &self.trace[p.trace];
-            let (src, dst, data, to) = (e.src, e.dst, e.data.clone(), e.to);
+            let (src, dst, data, to, from, carried) = (e.src, e.dst, e.data.clone(), e.to, e.from, e.carried);
             let Some(to) = to else { continue };
             let at = self.elapsed();
-            match &mut self.members[to].host {
-                Host::Node(n) => n.handle_datagram(now, dst, src, &data),
-                Host::Endpoint(r) => r.push((at, src, dst, data)),
+            match (&mut self.members[to].host, carried) {
+                (Host::Node(n), Carried::Datagram) => n.handle_datagram(now, dst, src, &data),
+                (Host::Node(_), Carried::Packet) => self.forward(p.trace, from, to, data),
+                (Host::Endpoint(r), _) => r.push((at, src, dst, data)),
             }
         }
         for m in &mut self.members {
@@ -286,5 +423,37 @@ impl Sim {
             }
         }
         self.collect();
+    }
+
+    /// xTR `at` received the packet of trace entry `trace` from `from`: its ITR handles what
+    /// its hosts send, its ETR what arrives on its RLOCs for port 4341.
+    fn forward(&mut self, trace: usize, from: Id, at: Id, packet: Vec<u8>) {
+        let now = self.now;
+        let from_site = self.members[from].site.as_ref().filter(|s| s.xtrs.first() == Some(&at)).map(|s| s.iid);
+        let encapsulated = self.trace[trace].is_encapsulated();
+        let m = &mut self.members[at];
+        let (Host::Node(node), Some(dp)) = (&mut m.host, &mut m.data_plane) else { return };
+        let (handling, out) = match from_site {
+            Some(iid) => dp.itr(node, now, iid, &packet),
+            _ if encapsulated => dp.etr(packet),
+            _ => (Handling::Dropped("not-for-us"), Out::Nowhere),
+        };
+        self.handled.insert(trace, handling);
+        match out {
+            Out::Nowhere => {}
+            Out::Underlay(p) => {
+                let to = Summary::parse(&p).and_then(|s| self.owner(at, s.dst));
+                self.enqueue_packet(at, to, Some(trace), p);
+            }
+            Out::Site { iid, packet } => {
+                let dst = Summary::parse(&packet).map(|s| s.dst);
+                let host = (0..self.members.len()).find(|&h| {
+                    let m = &self.members[h];
+                    m.site.as_ref().is_some_and(|s| s.iid == iid && s.xtrs.contains(&at))
+                        && dst.is_some_and(|d| m.addrs.contains(&d))
+                });
+                self.enqueue_packet(at, host, Some(trace), packet);
+            }
+        }
     }
 }

@@ -7,6 +7,7 @@ use loci_core::config::{
     SiteConfig, SiteEidPrefix,
 };
 use loci_core::eid::EidPrefix;
+use loci_core::itr::ItrConfig;
 use loci_wire::auth::{Algorithm, KeyRing, SendPolicy};
 use loci_wire::{Address, Locator};
 
@@ -97,4 +98,25 @@ pub fn etr(name: &str, ms: &str, key: &[u8], database: Vec<(&str, Vec<Locator>)>
         itr: None,
         limits: Limits::default(),
     }
+}
+
+/// An ITR asking the Map-Resolver at `mr`, with RLOC `rloc` (its Map-Requests' ITR-RLOC).
+pub fn itr(name: &str, mr: &str, rloc: &str) -> NodeConfig {
+    NodeConfig { name: name.into(), itr: Some(itr_role(mr, rloc)), ..Default::default() }
+}
+
+/// An xTR: [`etr`] and [`itr`] in one node, with the Map-Server/Map-Resolver at `ms`.
+pub fn xtr(
+    name: &str,
+    ms: &str,
+    key: &[u8],
+    database: Vec<(&str, Vec<Locator>)>,
+    xtr_id: u128,
+    rloc: &str,
+) -> NodeConfig {
+    NodeConfig { itr: Some(itr_role(ms, rloc)), ..etr(name, ms, key, database, xtr_id) }
+}
+
+fn itr_role(mr: &str, rloc: &str) -> ItrConfig {
+    ItrConfig { map_resolvers: vec![SocketAddr::new(ip(mr), 4342)], rlocs: vec![ip(rloc)], ..Default::default() }
 }

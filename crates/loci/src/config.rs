@@ -31,6 +31,11 @@
 //!   `xtr.pubsub` (the key Map-Servers sign publications with) makes the ITR subscribe.
 //! - `[xtr.data-plane]`: `underlay-mtu` 1500 (the TUN devices get 36 or 56 bytes less),
 //!   `flow-cache` 4096 slots per ITR worker; `xtr.map-cache-size`: 100 000 entries.
+//! - `[xtr.probing]` (ITR role): on, `interval-ms` 1000 and `misses-to-down` 2 (RFC 9301 §5.3's
+//!   one Map-Request per second; shorter intervals only through `[xtr.probing.fast-failover]`,
+//!   which names its peers: `interval-ms` 200, `misses-to-down` 3); `locator-status-bits` off
+//!   (RFC 9300 §10: private underlays only).
+//! - `node.metrics`: off; an `address:port` serves Prometheus metrics on `/metrics`.
 //!
 //! The data plane (TUN devices, encapsulation, decapsulation) runs for the instances that name
 //! a `tun`; an ETR without any keeps only its control plane (registration, Map-Replies).
@@ -49,6 +54,7 @@ use loci_core::config::{
     MobilityConfig, MobilityMode, NodeConfig, PubSubPolicy, RegisterPeer, SiteConfig, SiteEidPrefix,
 };
 use loci_core::eid::EidPrefix;
+use loci_core::probing::{FastFailover, ProbingConfig};
 use loci_wire::auth::{Algorithm, Coverage, KeyRing, MacLength, SendPolicy};
 use loci_wire::{Address, Locator};
 use serde::Deserialize;
@@ -88,6 +94,8 @@ pub struct NodeSettings {
     pub api_socket: PathBuf,
     /// Where the last Map-Register nonce is kept across restarts.
     pub state_dir: PathBuf,
+    /// Prometheus metrics listener (TCP), off when `None`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Why a configuration was refused. Displays as `file:line: field: reason`; line and field are
@@ -154,10 +162,23 @@ pub fn summary(cfg: &DaemonConfig) -> String {
     }
     if let Some(itr) = &c.itr {
         roles.push(format!("itr with RLOC(s) {}", list(&itr.rlocs)));
+        roles.push(match &itr.probing {
+            None => "no RLOC probing".to_string(),
+            Some(p) => {
+                let mut s = format!("RLOC probing every {} ms", p.interval.as_millis());
+                if let Some(f) = &p.fast {
+                    s += &format!(" ({} ms to {})", f.interval.as_millis(), list(&f.peers));
+                }
+                s
+            }
+        });
     }
     if let Some(dp) = &cfg.data_plane {
         let tuns: Vec<String> = dp.instances.iter().map(|i| format!("{} (iid {})", i.tun, i.iid)).collect();
         roles.push(format!("data plane on {}, MTU {}", tuns.join(" "), dp.tun_mtu()));
+    }
+    if let Some(m) = cfg.node.metrics {
+        roles.push(format!("metrics on {m}"));
     }
     format!("node {}: {}", cfg.node.name, roles.join(", "))
 }
@@ -167,9 +188,20 @@ fn list(a: &[IpAddr]) -> String {
 }
 
 pub fn parse(path: &Path, text: &str) -> Result<DaemonConfig> {
-    let ctx = Ctx { file: path, dir: path.parent().unwrap_or(Path::new("")), text, index: Index::build(text) };
+    let ctx = Ctx::new(path, text);
     let raw: RawConfig = toml::from_str(text).map_err(|e| ctx.toml_error(&e))?;
     ctx.build(raw)
+}
+
+/// Deserializes another TOML file format (the lab's topology files) with errors that name file,
+/// line and field the way configuration errors do.
+pub fn from_toml<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    toml::from_str(text).map_err(|e| Ctx::new(path, text).toml_error(&e))
+}
+
+/// An error about `field` (a dotted path) of the TOML `text` read from `path`, with its line.
+pub fn field_error(path: &Path, text: &str, field: &str, reason: impl Into<String>) -> ConfigError {
+    Ctx::new(path, text).err(field, reason)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,6 +227,7 @@ struct RawNode {
     control_port: Option<u16>,
     api_socket: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    metrics: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -355,6 +388,7 @@ struct RawXtr {
     /// The key Map-Servers sign publications with (RFC 9437); the ITR subscribes when given.
     pubsub: Option<RawAuth>,
     data_plane: Option<RawDataPlane>,
+    probing: Option<RawProbing>,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -364,6 +398,27 @@ struct RawXtr {
 struct RawDataPlane {
     underlay_mtu: Option<u32>,
     flow_cache: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawProbing {
+    #[serde(default = "yes")]
+    enabled: bool,
+    interval_ms: Option<u64>,
+    misses_to_down: Option<u32>,
+    #[serde(default)]
+    locator_status_bits: bool,
+    fast_failover: Option<RawFastFailover>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawFastFailover {
+    interval_ms: Option<u64>,
+    misses_to_down: Option<u32>,
+    #[serde(default)]
+    peers: Vec<String>,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -571,7 +626,11 @@ struct Ctx<'a> {
     index: Index,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(file: &'a Path, text: &'a str) -> Self {
+        Ctx { file, dir: file.parent().unwrap_or(Path::new("")), text, index: Index::build(text) }
+    }
+
     fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_owned(),
@@ -661,7 +720,16 @@ impl Ctx<'_> {
             Some(p) => self.path("node.state-dir", p)?,
             None => PathBuf::from(format!("/var/lib/loci/{name}")),
         };
-        Ok(NodeSettings { name, listen, control_port, api_socket, state_dir })
+        let metrics = match &raw.metrics {
+            None => None,
+            Some(s) => Some(s.parse::<SocketAddr>().map_err(|_| {
+                self.err("node.metrics", format!("{s:?} is not an address:port (such as \"127.0.0.1:9100\")"))
+            })?),
+        };
+        if metrics.is_some_and(|m| m.port() == 0) {
+            return Err(self.err("node.metrics", "port must not be 0"));
+        }
+        Ok(NodeSettings { name, listen, control_port, api_socket, state_dir, metrics })
     }
 
     fn limits(&self, raw: Option<&RawLimits>) -> Result<Limits> {
@@ -1184,11 +1252,14 @@ impl Ctx<'_> {
                 }
                 c.cache.max_entries = n;
             }
+            c.probing = self.probing(raw.probing.as_ref())?;
             itr = Some(c);
         } else if raw.pubsub.is_some() {
             return Err(self.err("xtr.pubsub", "only the itr role subscribes"));
         } else if raw.map_cache_size.is_some() {
             return Err(self.err("xtr.map-cache-size", "only the itr role has a map-cache"));
+        } else if raw.probing.is_some() {
+            return Err(self.err("xtr.probing", "only the itr role probes locators"));
         }
 
         let xtr_id = match &raw.xtr_id {
@@ -1271,6 +1342,72 @@ impl Ctx<'_> {
         }
         let interface = iface.clone();
         Ok(DynamicEidRange { prefix, interface, mode, map_notify_group, gateway, locators: Vec::new(), max_hosts })
+    }
+
+    /// `[xtr.probing]`: RLOC probing is on unless `enabled = false`.
+    fn probing(&self, raw: Option<&RawProbing>) -> Result<Option<ProbingConfig>> {
+        let mut c = ProbingConfig::default();
+        let Some(raw) = raw else { return Ok(Some(c)) };
+        if !raw.enabled {
+            return Ok(None);
+        }
+        let misses = |field: &str, v: u32| {
+            if (1..=100).contains(&v) {
+                Ok(v)
+            } else {
+                Err(self.err(field, format!("{v} is out of range 1-100")))
+            }
+        };
+        if let Some(ms) = raw.interval_ms {
+            if ms < 1000 {
+                return Err(self.err(
+                    "xtr.probing.interval-ms",
+                    format!(
+                        "{ms} ms probes faster than RFC 9301 §5.3's one Map-Request per second;                          name the peers that need it in [xtr.probing.fast-failover]"
+                    ),
+                ));
+            }
+            if ms > MAX_LIMIT_SECS * 1000 {
+                return Err(self.err("xtr.probing.interval-ms", format!("{ms} is out of range 1000-86400000")));
+            }
+            c.interval = Duration::from_millis(ms);
+        }
+        if let Some(v) = raw.misses_to_down {
+            c.misses_to_down = misses("xtr.probing.misses-to-down", v)?;
+        }
+        c.status_bits = raw.locator_status_bits;
+        if let Some(f) = &raw.fast_failover {
+            let at = "xtr.probing.fast-failover";
+            let mut fast = FastFailover::new(Vec::new());
+            if let Some(ms) = f.interval_ms {
+                if !(10..=c.interval.as_millis() as u64).contains(&ms) {
+                    return Err(self.err(
+                        &format!("{at}.interval-ms"),
+                        format!("{ms} is out of range 10-{} (the default interval)", c.interval.as_millis()),
+                    ));
+                }
+                fast.interval = Duration::from_millis(ms);
+            }
+            if let Some(v) = f.misses_to_down {
+                fast.misses_to_down = misses(&format!("{at}.misses-to-down"), v)?;
+            }
+            if f.peers.is_empty() {
+                return Err(self.err(
+                    &format!("{at}.peers"),
+                    "no peer: fast failover probes only the locators it names (peers = [\"203.0.113.1\"])",
+                ));
+            }
+            for (i, p) in f.peers.iter().enumerate() {
+                let field = format!("{at}.peers[{i}]");
+                let ip = self.ip(&field, p)?;
+                if fast.peers.contains(&ip) {
+                    return Err(self.err(&field, format!("{ip} is listed twice")));
+                }
+                fast.peers.push(ip);
+            }
+            c.fast = Some(fast);
+        }
+        Ok(Some(c))
     }
 
     /// `xtr.rlocs`, or the local locators of the database.
@@ -1624,6 +1761,7 @@ map-servers = [{ address = "192.0.2.10", eid-prefixes = ["10.0.0.0/8", "[1000]10
                 control_port: 4343,
                 api_socket: "/etc/loci/ms1.sock".into(),
                 state_dir: "/tmp/ms1".into(),
+                metrics: None,
             }
         );
         let l = &c.core.limits;
@@ -2048,6 +2186,45 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         assert_eq!(c.core.itr.expect("itr").cache.max_entries, 50);
         let dp = c.data_plane.expect("data plane");
         assert_eq!((dp.rlocs.len(), dp.tun_mtu(), dp.flow_cache_slots), (2, 9000 - 56, 0));
+    }
+
+    #[test]
+    fn probing_and_metrics() {
+        let itr = |text: &str| check(text).expect("valid").core.itr.expect("itr");
+        // On by default for the ITR, at RFC rates.
+        assert_eq!(itr(XTR).probing, Some(ProbingConfig::default()));
+        let text = format!(
+            "{XTR}[xtr.probing]\ninterval-ms = 2000\nmisses-to-down = 4\nlocator-status-bits = true\n\
+             [xtr.probing.fast-failover]\npeers = [\"203.0.113.2\", \"2001:db8::2\"]\nmisses-to-down = 5\n"
+        );
+        let p = itr(&text).probing.expect("probing");
+        assert_eq!((p.interval, p.misses_to_down, p.status_bits), (Duration::from_secs(2), 4, true));
+        let fast = p.fast.expect("fast");
+        assert_eq!((fast.interval, fast.misses_to_down), (Duration::from_millis(200), 5));
+        assert_eq!(fast.peers, [ip("203.0.113.2"), ip("2001:db8::2")]);
+        assert_eq!(itr(&format!("{XTR}[xtr.probing]\nenabled = false\n")).probing, None);
+        let probing = |body: &str| format!("{XTR}[xtr.probing]\n{body}\n");
+        fails(&probing("interval-ms = 200"), 13, "xtr.probing.interval-ms", "fast-failover");
+        fails(&probing("misses-to-down = 0"), 13, "xtr.probing.misses-to-down", "out of range 1-100");
+        fails(&probing("intervall-ms = 2000"), 13, "xtr.probing.intervall-ms", "unknown field");
+        let fast = |body: &str| probing(&format!("[xtr.probing.fast-failover]\n{body}"));
+        fails(&fast("interval-ms = 200"), 13, "xtr.probing.fast-failover.peers", "no peer");
+        fails(
+            &fast("peers = [\"203.0.113.2\"]\ninterval-ms = 5"),
+            15,
+            "xtr.probing.fast-failover.interval-ms",
+            "10-1000",
+        );
+        fails(&fast("peers = [\"203.0.113.2\", \"203.0.113.2\"]"), 14, "xtr.probing.fast-failover.peers[1]", "twice");
+        fails(&fast("peers = [\"bogus\"]"), 14, "xtr.probing.fast-failover.peers[0]", "bogus");
+        let etr_only = format!("{ETR}[xtr.probing]\n");
+        fails(&etr_only, 8, "xtr.probing", "only the itr role");
+        // Metrics: off by default, an address:port when set.
+        assert_eq!(check(MS).expect("MS").node.metrics, None);
+        let with = |m: &str| MS.replace("name = \"ms1\"", &format!("name = \"ms1\"\nmetrics = \"{m}\""));
+        assert_eq!(check(&with("127.0.0.1:9100")).expect("valid").node.metrics, "127.0.0.1:9100".parse().ok());
+        fails(&with("127.0.0.1"), 3, "node.metrics", "not an address:port");
+        fails(&with("[::1]:0"), 3, "node.metrics", "port must not be 0");
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod config;
 mod daemon;
 mod decode;
 mod demo;
+mod lab;
 mod lig;
 mod show;
 mod state;
@@ -102,12 +103,33 @@ enum Command {
         /// List the scenarios
         #[arg(long)]
         list: bool,
-        /// Print the trace as JSON
+        /// Print the whole trace as JSON (time, from, to, message, key fields) instead
         #[arg(long)]
         json: bool,
+        /// Also write the ladder as an SVG sequence diagram to FILE
+        #[arg(long, value_name = "FILE")]
+        svg: Option<std::path::PathBuf>,
         /// Simulator seed (same seed, same run)
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+    /// Build a scenario in network namespaces with real daemons and traffic, report, clean up (root)
+    Lab {
+        /// Scenario name (see --list) or a scenario file
+        #[arg(default_value = "resolve")]
+        scenario: String,
+        /// List the scenarios
+        #[arg(long)]
+        list: bool,
+        /// Leave the namespaces and daemons up, and say how to enter them
+        #[arg(long)]
+        keep: bool,
+        /// Remove what a kept run left (its ID, as printed)
+        #[arg(long, value_name = "RUN-ID")]
+        down: Option<String>,
+        /// Print the report as JSON (progress goes to standard error)
+        #[arg(long)]
+        json: bool,
     },
     /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency
     Bench {
@@ -124,7 +146,7 @@ enum Command {
     },
 }
 
-#[derive(Clone, Copy, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum ShowWhat {
     Sites,
     Registrations,
@@ -132,6 +154,44 @@ enum ShowWhat {
     Database,
     MapCache,
     Stats,
+}
+
+impl ShowWhat {
+    /// Where the daemon's API serves this table.
+    fn api_path(self, iid: Option<u32>, prefix: Option<&str>) -> String {
+        match self {
+            ShowWhat::Sites => "/sites".to_string(),
+            ShowWhat::Registrations => {
+                let mut q = Vec::new();
+                if let Some(i) = iid {
+                    q.push(format!("iid={i}"));
+                }
+                if let Some(p) = prefix {
+                    q.push(format!("prefix={}", p.replace('/', "%2F").replace('[', "%5B").replace(']', "%5D")));
+                }
+                format!("/registrations?{}", q.join("&"))
+            }
+            ShowWhat::Subscriptions => "/subscriptions".into(),
+            ShowWhat::Database => "/database".into(),
+            ShowWhat::MapCache => match iid {
+                Some(i) => format!("/map-cache?iid={i}"),
+                None => "/map-cache".into(),
+            },
+            ShowWhat::Stats => "/stats".into(),
+        }
+    }
+
+    /// The table people read.
+    fn render(self, v: &serde_json::Value) -> String {
+        match self {
+            ShowWhat::Sites => show::sites(v),
+            ShowWhat::Registrations => show::registrations(v),
+            ShowWhat::Subscriptions => show::subscriptions(v),
+            ShowWhat::Database => show::database(v),
+            ShowWhat::MapCache => show::map_cache(v),
+            ShowWhat::Stats => show::stats(v),
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -171,41 +231,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Show { what, socket, config, iid, prefix, json } => {
             let socket = api_socket(socket, config.as_deref())?;
-            let path = match what {
-                ShowWhat::Sites => "/sites".to_string(),
-                ShowWhat::Registrations => {
-                    let mut q = Vec::new();
-                    if let Some(i) = iid {
-                        q.push(format!("iid={i}"));
-                    }
-                    if let Some(p) = &prefix {
-                        q.push(format!("prefix={}", p.replace('/', "%2F").replace('[', "%5B").replace(']', "%5D")));
-                    }
-                    format!("/registrations?{}", q.join("&"))
-                }
-                ShowWhat::Subscriptions => "/subscriptions".into(),
-                ShowWhat::Database => "/database".into(),
-                ShowWhat::MapCache => match iid {
-                    Some(i) => format!("/map-cache?iid={i}"),
-                    None => "/map-cache".into(),
-                },
-                ShowWhat::Stats => "/stats".into(),
-            };
-            let v = runtime()?.block_on(api::get(&socket, &path))?;
+            let v = runtime()?.block_on(api::get(&socket, &what.api_path(iid, prefix.as_deref())))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                print!(
-                    "{}",
-                    match what {
-                        ShowWhat::Sites => show::sites(&v),
-                        ShowWhat::Registrations => show::registrations(&v),
-                        ShowWhat::Subscriptions => show::subscriptions(&v),
-                        ShowWhat::Database => show::database(&v),
-                        ShowWhat::MapCache => show::map_cache(&v),
-                        ShowWhat::Stats => show::stats(&v),
-                    }
-                );
+                print!("{}", what.render(&v));
             }
             Ok(())
         }
@@ -237,7 +267,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Decode { hex, data } => decode::run(&hex, data),
         Command::Bench { mode } => bench::run(mode),
-        Command::Demo { scenario, list, json, seed } => {
+        Command::Lab { scenario, list, keep, down, json } => {
+            lab::main(lab::Options { scenario, list, keep, down, json })
+        }
+        Command::Demo { scenario, list, json, svg, seed } => {
             if list {
                 for s in demo::SCENARIOS {
                     println!("{:<10} {}", s.name, s.about);
@@ -247,10 +280,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let names: Vec<&str> = demo::SCENARIOS.iter().map(|s| s.name).collect();
             let s = demo::find(&scenario)
                 .with_context(|| format!("no scenario {scenario:?}; scenarios: {}", names.join(", ")))?;
+            let out = (s.run)(seed);
+            if let Some(path) = svg {
+                std::fs::write(&path, demo::svg(s, seed, &out))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
             if json {
-                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed))?);
+                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed, &out))?);
             } else {
-                print!("{}", demo::render(s, seed));
+                print!("{}", demo::render(s, seed, &out));
             }
             Ok(())
         }

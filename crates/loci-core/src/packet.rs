@@ -1,4 +1,5 @@
-//! Small reads and edits of inner IPv4/IPv6 headers.
+//! Small reads and edits of inner IPv4/IPv6 headers: the ITR's first look at a packet (the
+//! data plane's workers and the simulator call the same functions).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 

@@ -1,0 +1,321 @@
+//! Resilience on the simulator (issue 8): RLOC probing moves traffic off a dead locator and back
+//! (default and fast-failover timers, convergence measured in virtual time), the ITR fails over
+//! between Map-Resolvers and returns to the preferred one, a restarted Map-Server is healed by
+//! the next registration round, forged probe replies change nothing, and locator-status bits
+//! count only from the sending site's own locators.
+//!
+//! Convergence is the virtual time from the cut (or the repair) to the first instant at which
+//! the ITR's published map-cache snapshot sends the flow to the other locator: what its data
+//! plane would do with the next packet. Each figure is the worst over cuts at ten phases of the
+//! probe timer; run with `--nocapture` to see them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use loci_core::config::{MapResolverConfig, MapServerPeer, NodeConfig};
+use loci_core::itr::ItrConfig;
+use loci_core::locator::Families;
+use loci_core::map_cache::Forward;
+use loci_core::probing::{status_bits_change, FastFailover, ProbingConfig};
+use loci_core::stats::Drop;
+use loci_sim::scenario::{etr, ip, map_server, prefix, rloc, site};
+use loci_sim::{Id, Sim};
+use loci_wire::map_reply::MapReply;
+use loci_wire::map_request::MapRequest;
+use loci_wire::message::{message_type, peek_type};
+use loci_wire::Wire;
+
+const KEY: &[u8] = b"site-a-secret";
+const ITR_RLOC: &str = "198.51.100.1";
+const P1: &str = "203.0.113.1";
+const P2: &str = "203.0.113.2";
+
+fn itr_config(resolvers: &[&str], probing: Option<ProbingConfig>) -> NodeConfig {
+    NodeConfig {
+        name: "itr".into(),
+        itr: Some(ItrConfig {
+            map_resolvers: resolvers.iter().map(|r| SocketAddr::new(ip(r), 4342)).collect(),
+            rlocs: vec![ip(ITR_RLOC)],
+            probing,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+struct Site {
+    sim: Sim,
+    ms: Id,
+    itr: Id,
+    etr1: Id,
+}
+
+/// MS/MR at 192.0.2.10 for 10.1.0.0/16; a site 10.1.1.0/24 with two xTRs, etr1 at P1
+/// (priority 1) and etr2 at P2 (priority 2, the backup), 20 ms from the ITR; the ITR has
+/// resolved 10.1.1.7 and sends to P1.
+fn site_with_backup(seed: u64, probing: ProbingConfig) -> Site {
+    let mut sim = Sim::new(seed);
+    let ms = sim.add_node(map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]), &[ip("192.0.2.10")]);
+    let db = || vec![("10.1.1.0/24", vec![rloc(P1, 1, 50), rloc(P2, 2, 50)])];
+    let etr1 = sim.add_node(etr("etr1", "192.0.2.10", KEY, db(), 1), &[ip(P1)]);
+    let etr2 = sim.add_node(etr("etr2", "192.0.2.10", KEY, db(), 2), &[ip(P2)]);
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(probing)), &[ip(ITR_RLOC)]);
+    for e in [etr1, etr2] {
+        sim.set_link_delay(itr, e, Duration::from_millis(20));
+    }
+    sim.run_for(Duration::from_secs(2));
+    miss(&mut sim, itr, "10.1.1.7");
+    sim.run_for(Duration::from_secs(3));
+    assert_eq!(forward(&sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
+    Site { sim, ms, itr, etr1 }
+}
+
+fn miss(sim: &mut Sim, itr: Id, dst: &str) {
+    let now = sim.now();
+    sim.node_mut(itr).handle_miss(now, 0, ip(dst), ip("10.9.0.1"));
+}
+
+/// What the ITR's data plane would do with a packet of flow `flow` to `dst` now.
+fn forward_flow(sim: &Sim, itr: Id, dst: &str, flow: u32) -> Forward {
+    sim.node(itr).itr().unwrap().reader().load().forward(0, ip(dst), flow, Families::ALL)
+}
+
+fn forward(sim: &Sim, itr: Id, dst: &str) -> Forward {
+    forward_flow(sim, itr, dst, 0x1234)
+}
+
+/// Runs until the ITR sends 10.1.1.7 to `rloc`; returns how long that took.
+fn converge(w: &mut Site, rloc: &str, limit: Duration) -> Duration {
+    let start = w.sim.elapsed();
+    let itr = w.itr;
+    let to = Forward::Encapsulate(ip(rloc));
+    assert!(w.sim.run_until(limit, |s| forward(s, itr, "10.1.1.7") == to), "not on {rloc} within {limit:?}");
+    w.sim.elapsed() - start
+}
+
+/// Cuts P1 at ten phases of the probe timer and repairs it; returns the worst failover and
+/// recovery times.
+fn failover_and_back(probing: &ProbingConfig) -> (Duration, Duration) {
+    let mut worst = (Duration::ZERO, Duration::ZERO);
+    for phase in 0..10u64 {
+        let mut w = site_with_backup(phase, probing.clone());
+        let step = probing.fast.as_ref().map_or(probing.interval, |f| f.interval) / 10;
+        w.sim.run_for(step * phase as u32);
+        w.sim.partition(w.itr, w.etr1, true);
+        let down = converge(&mut w, P2, Duration::from_secs(10));
+        // Stays on the backup while P1 is cut.
+        w.sim.run_for(Duration::from_secs(5));
+        assert_eq!(forward(&w.sim, w.itr, "10.1.1.7"), Forward::Encapsulate(ip(P2)));
+        w.sim.partition(w.itr, w.etr1, false);
+        let up = converge(&mut w, P1, Duration::from_secs(10));
+        worst = (worst.0.max(down), worst.1.max(up));
+        let p = w.sim.node(w.itr).itr().unwrap().prober().unwrap();
+        assert_eq!((p.stats().downs, p.stats().ups), (1, 1));
+        let st = p.locator(ip(P1)).unwrap();
+        assert!(st.up && st.rtt == Some(Duration::from_millis(40)), "{st:?}");
+    }
+    worst
+}
+
+#[test]
+fn default_timers_fail_over_to_the_backup_and_back() {
+    let (down, up) = failover_and_back(&ProbingConfig::default());
+    eprintln!("default probing (1 s, 2 misses): failover {down:?}, back {up:?}");
+    assert!(down <= Duration::from_secs(3), "{down:?}");
+    assert!(up <= Duration::from_millis(1100), "{up:?}");
+}
+
+#[test]
+fn fast_failover_is_sub_second() {
+    let probing = ProbingConfig { fast: Some(FastFailover::new(vec![ip(P1), ip(P2)])), ..Default::default() };
+    let (down, up) = failover_and_back(&probing);
+    eprintln!("fast-failover probing (200 ms, 3 misses): failover {down:?}, back {up:?}");
+    assert!(down <= Duration::from_secs(1), "{down:?}");
+    assert!(up <= Duration::from_millis(300), "{up:?}");
+}
+
+#[test]
+fn flows_on_surviving_locators_stay_put() {
+    let mut sim = Sim::new(11);
+    sim.add_node(map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]), &[ip("192.0.2.10")]);
+    let locs = || vec![rloc("203.0.113.1", 1, 50), rloc("203.0.113.3", 1, 50), rloc(P2, 2, 50)];
+    let mut etrs = Vec::new();
+    for (i, a) in ["203.0.113.1", "203.0.113.3", P2].into_iter().enumerate() {
+        let cfg = etr(&format!("etr{i}"), "192.0.2.10", KEY, vec![("10.1.1.0/24", locs())], i as u128 + 1);
+        etrs.push(sim.add_node(cfg, &[ip(a)]));
+    }
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(ProbingConfig::default())), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    miss(&mut sim, itr, "10.1.1.7");
+    sim.run_for(Duration::from_secs(3));
+    let flows: Vec<u32> = (0..2000u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+    let on = |sim: &Sim| -> Vec<Forward> { flows.iter().map(|&f| forward_flow(sim, itr, "10.1.1.7", f)).collect() };
+    let before = on(&sim);
+    let enc = |a: &str| Forward::Encapsulate(ip(a));
+    assert!(before.contains(&enc("203.0.113.1")) && before.contains(&enc("203.0.113.3")));
+    // One of the two priority-1 locators dies: its flows move to the other, the others stay.
+    sim.partition(itr, etrs[0], true);
+    sim.run_for(Duration::from_secs(4));
+    for (b, a) in before.iter().zip(on(&sim)) {
+        assert_eq!(a, enc("203.0.113.3"));
+        if *b == enc("203.0.113.3") {
+            assert_eq!(a, *b, "a flow on the surviving locator moved");
+        }
+    }
+    // Both priority-1 locators dead: the backup. Then both back: every flow where it was.
+    sim.partition(itr, etrs[1], true);
+    sim.run_for(Duration::from_secs(4));
+    assert!(on(&sim).iter().all(|f| *f == enc(P2)));
+    sim.partition(itr, etrs[0], false);
+    sim.partition(itr, etrs[1], false);
+    sim.run_for(Duration::from_secs(2));
+    assert_eq!(on(&sim), before);
+}
+
+#[test]
+fn forged_probe_replies_are_ignored() {
+    let mut w = site_with_backup(3, ProbingConfig::default());
+    let attacker = w.sim.add_endpoint("attacker", &[ip("192.0.2.66")]);
+    w.sim.partition(w.itr, w.etr1, true);
+    converge(&mut w, P2, Duration::from_secs(5));
+    // The attacker sees the probes (on path) and answers them: from its own address with the
+    // right nonce, and from P1's address with a guessed one. Neither brings P1 back.
+    for _ in 0..5 {
+        w.sim.run_for(Duration::from_millis(1000));
+        let probe = w
+            .sim
+            .trace()
+            .iter()
+            .rev()
+            .find(|e| e.dst.ip() == ip(P1) && peek_type(&e.data) == Ok(message_type::MAP_REQUEST))
+            .map(|e| MapRequest::parse(&e.data).unwrap())
+            .unwrap();
+        assert!(probe.probe);
+        let forged = |nonce| {
+            MapReply { probe: true, echo_nonce_capable: false, security: false, nonce, records: vec![], auth: None }
+                .to_bytes()
+        };
+        let itr_addr = SocketAddr::new(ip(ITR_RLOC), 4342);
+        w.sim.send(attacker, SocketAddr::new(ip("192.0.2.66"), 4342), itr_addr, forged(probe.nonce));
+        w.sim.send(attacker, SocketAddr::new(ip(P1), 4342), itr_addr, forged(probe.nonce ^ 0x5a5a));
+    }
+    w.sim.run_for(Duration::from_millis(100));
+    assert_eq!(forward(&w.sim, w.itr, "10.1.1.7"), Forward::Encapsulate(ip(P2)));
+    let p = w.sim.node(w.itr).itr().unwrap().prober().unwrap();
+    assert!(!p.locator(ip(P1)).unwrap().up);
+    assert_eq!(p.stats().replies_wrong_source, 5);
+    assert_eq!(p.stats().replies_unmatched, 5);
+    assert!(w.sim.node(w.itr).stats().dropped(Drop::NoMatchingNonce) >= 5);
+}
+
+/// A Map-Resolver on its own node, forwarding to the Map-Server at `ms`.
+fn resolver(name: &str, ms: &str) -> NodeConfig {
+    NodeConfig {
+        name: name.into(),
+        map_resolver: Some(MapResolverConfig {
+            map_servers: vec![MapServerPeer { address: ip(ms), eid_prefixes: vec![prefix("10.1.0.0/16")] }],
+        }),
+        ..Default::default()
+    }
+}
+
+/// Which resolvers the ITR's Encapsulated Map-Requests went to, in order, from trace entry
+/// `from` on.
+fn asked(sim: &Sim, itr: Id, from: usize) -> Vec<String> {
+    sim.trace()[from..]
+        .iter()
+        .filter(|e| e.from == itr && peek_type(&e.data) == Ok(message_type::ECM))
+        .map(|e| e.dst.ip().to_string())
+        .collect()
+}
+
+#[test]
+fn map_resolver_failover_and_return() {
+    let mut sim = Sim::new(21);
+    let mut ms_cfg = map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]);
+    ms_cfg.map_resolver = None;
+    sim.add_node(ms_cfg, &[ip("192.0.2.10")]);
+    let mr1 = sim.add_node(resolver("mr1", "192.0.2.10"), &[ip("192.0.2.53")]);
+    sim.add_node(resolver("mr2", "192.0.2.10"), &[ip("192.0.2.54")]);
+    let db = (0..4).map(|i| (["10.1.1.0/24", "10.1.2.0/24", "10.1.3.0/24", "10.1.4.0/24"][i], vec![rloc(P1, 1, 50)]));
+    sim.add_node(etr("etr1", "192.0.2.10", KEY, db.collect(), 1), &[ip(P1)]);
+    let itr = sim.add_node(itr_config(&["192.0.2.53", "192.0.2.54"], None), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    let preferred = Some(SocketAddr::new(ip("192.0.2.53"), 4342));
+    let resolved = |sim: &Sim, eid: &str| forward(sim, itr, eid) == Forward::Encapsulate(ip(P1));
+
+    // The preferred resolver stops; a new EID still resolves, through the other, within 3 s.
+    sim.partition(itr, mr1, true);
+    let (t, mark) = (sim.elapsed(), sim.trace().len());
+    miss(&mut sim, itr, "10.1.1.7");
+    assert!(sim.run_until(Duration::from_secs(3), |s| resolved(s, "10.1.1.7")));
+    let took = sim.elapsed() - t;
+    eprintln!("Map-Resolver failover: a new EID resolved {took:?} after the miss");
+    assert_eq!(asked(&sim, itr, mark), ["192.0.2.53", "192.0.2.54"]);
+    // The next one goes straight to the resolver that answered.
+    let mark = sim.trace().len();
+    miss(&mut sim, itr, "10.1.2.7");
+    assert!(sim.run_until(Duration::from_secs(1), |s| resolved(s, "10.1.2.7")));
+    assert_eq!(asked(&sim, itr, mark), ["192.0.2.54"]);
+
+    // The preferred resolver comes back; once the return delay has passed, new resolutions
+    // go to it again, and stay there.
+    sim.partition(itr, mr1, false);
+    sim.run_for(ItrConfig::default().resolver_return);
+    let mark = sim.trace().len();
+    miss(&mut sim, itr, "10.1.3.7");
+    assert!(sim.run_until(Duration::from_secs(1), |s| resolved(s, "10.1.3.7")));
+    miss(&mut sim, itr, "10.1.4.7");
+    assert!(sim.run_until(Duration::from_secs(1), |s| resolved(s, "10.1.4.7")));
+    assert_eq!(asked(&sim, itr, mark), ["192.0.2.53", "192.0.2.53"]);
+    assert_eq!(sim.node(itr).itr().unwrap().current_resolver(), preferred);
+}
+
+#[test]
+fn map_server_restart_is_healed_by_the_next_registration_round() {
+    let mut w = site_with_backup(5, ProbingConfig::default());
+    let p = prefix("10.1.1.0/24");
+    assert!(w.sim.node(w.ms).map_server().unwrap().registration(&p).is_some());
+    // The Map-Server restarts with nothing: its registrations are gone.
+    w.sim.restart_node(w.ms, map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]));
+    assert!(w.sim.node(w.ms).map_server().unwrap().registration(&p).is_none());
+    // Within one register interval (60 s) the ETRs have registered again, with no one acting.
+    let (ms, etr1, restarted) = (w.ms, w.etr1, w.sim.now());
+    let back = |s: &Sim| s.node(ms).map_server().unwrap().registration(&p).is_some();
+    assert!(w.sim.run_until(Duration::from_secs(61), back));
+    eprintln!("Map-Server restart healed after {:?}", w.sim.now() - restarted);
+    w.sim.run_for(Duration::from_secs(1));
+    let acked = w.sim.node(etr1).etr().unwrap().registrations()[0].acknowledged;
+    assert!(acked.is_some_and(|t| t > restarted), "the fresh Map-Server acknowledged etr1");
+    // And a new lookup resolves through it.
+    let mut cfg = itr_config(&["192.0.2.10"], None);
+    cfg.itr.as_mut().unwrap().rlocs = vec![ip("198.51.100.2")];
+    let itr2 = w.sim.add_node(cfg, &[ip("198.51.100.2")]);
+    miss(&mut w.sim, itr2, "10.1.1.8");
+    assert!(w.sim.run_until(Duration::from_secs(2), |s| forward(s, itr2, "10.1.1.8") == Forward::Encapsulate(ip(P1))));
+}
+
+#[test]
+fn locator_status_bits_only_from_the_sites_locators() {
+    let probing = ProbingConfig { status_bits: true, ..Default::default() };
+    let mut w = site_with_backup(8, probing);
+    let itr = w.itr;
+    // What the ITR's data plane calls on decapsulating a packet from 10.1.1.7 with the L bit.
+    let decap = |sim: &mut Sim, outer: &str, bits: u32| {
+        let snap = sim.node(itr).itr().unwrap().reader().load_full();
+        if let Some(change) = status_bits_change(true, &snap, 0, ip("10.1.1.7"), ip(outer), Some(bits)) {
+            sim.node_mut(itr).handle_status_bits(&change);
+        }
+    };
+    // A stranger says P1 (ordinal 0) is down: ignored.
+    decap(&mut w.sim, "192.0.2.66", 0b10);
+    assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
+    // The site's backup xTR says so: traffic moves at once, though probes still answer.
+    decap(&mut w.sim, P2, 0b10);
+    assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P2)));
+    w.sim.run_for(Duration::from_secs(3));
+    assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P2)));
+    // Until the bit returns to 1.
+    decap(&mut w.sim, P2, 0b11);
+    assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
+}

@@ -1,0 +1,459 @@
+//! A scenario file (`lab/NAME.toml`): network namespaces, the veth pairs and bridges between
+//! them, addresses and routes, a `loci` configuration per daemon, and the traffic steps.
+//!
+//! Loading validates everything, daemon configurations included, before anything is built, and
+//! every error names the file, line, field and reason (as `loci check` does).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError};
+use crate::ShowWhat;
+
+/// Node names become namespace names (`RUN-NAME`) and file names: short and plain.
+const MAX_NODE_NAME: usize = 8;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTopology {
+    about: String,
+    #[serde(default)]
+    diagram: String,
+    #[serde(default)]
+    node: Vec<RawNode>,
+    #[serde(default)]
+    link: Vec<RawLink>,
+    /// `loci` configurations by node name, as in a configuration file; the lab sets the API
+    /// socket and state directory.
+    #[serde(default)]
+    daemon: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    step: Vec<Step>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawNode {
+    name: String,
+    #[serde(default)]
+    about: String,
+    /// `"DEV ADDRESS/LEN"`, for devices that are not a link's end (`lo`).
+    #[serde(default)]
+    addresses: Vec<String>,
+    #[serde(default)]
+    bridges: Vec<String>,
+    /// Arguments of `ip route add`.
+    #[serde(default)]
+    routes: Vec<String>,
+    /// `loci show` tables printed for this node's daemon.
+    #[serde(default)]
+    show: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawLink {
+    a: RawEnd,
+    b: RawEnd,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEnd {
+    node: String,
+    dev: String,
+    #[serde(default)]
+    addresses: Vec<String>,
+    /// A bridge of the node this end joins.
+    bridge: Option<String>,
+}
+
+/// One traffic step. Nodes are named by their topology name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub enum Step {
+    /// Wait until the ETRs on `registered` hold a Map-Notify from each of their Map-Servers
+    /// (traffic before would get, and cache, a negative Map-Reply).
+    Wait {
+        registered: Vec<String>,
+        #[serde(default = "default_wait_secs")]
+        secs: u64,
+    },
+    /// Ping `address` from `from`: until the first reply (resolution), then `count` times.
+    Ping {
+        from: String,
+        address: IpAddr,
+        #[serde(default = "default_ping_count")]
+        count: u32,
+    },
+    /// An iperf3 TCP transfer from `from` to the server on `to` at `address`.
+    Tcp {
+        from: String,
+        to: String,
+        address: IpAddr,
+        #[serde(default = "default_tcp_secs")]
+        secs: u32,
+    },
+    /// `flows` parallel iperf3 UDP flows (distinct source ports) from `from` to `to`; counts
+    /// what each of the `etrs` decapsulated meanwhile and, when `router` is given, the packets
+    /// the underlay router sent towards each of `locators`.
+    Flows(Flows),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Flows {
+    pub from: String,
+    pub to: String,
+    pub address: IpAddr,
+    #[serde(default = "default_flows")]
+    pub flows: u32,
+    #[serde(default = "default_flow_secs")]
+    pub secs: u32,
+    /// Packets per second of each flow.
+    #[serde(default = "default_flow_pps")]
+    pub pps: u32,
+    #[serde(default)]
+    pub etrs: Vec<String>,
+    pub router: Option<String>,
+    #[serde(default)]
+    pub locators: Vec<IpAddr>,
+}
+
+fn default_wait_secs() -> u64 {
+    20
+}
+fn default_ping_count() -> u32 {
+    5
+}
+fn default_tcp_secs() -> u32 {
+    3
+}
+fn default_flows() -> u32 {
+    64
+}
+fn default_flow_secs() -> u32 {
+    2
+}
+fn default_flow_pps() -> u32 {
+    50
+}
+
+/// A validated scenario.
+#[derive(Debug)]
+pub struct Topology {
+    pub name: String,
+    pub about: String,
+    pub diagram: String,
+    pub nodes: Vec<Node>,
+    pub links: Vec<Link>,
+    pub steps: Vec<Step>,
+}
+
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub about: String,
+    pub addresses: Vec<(String, IpNet)>,
+    pub bridges: Vec<String>,
+    pub routes: Vec<Vec<String>>,
+    pub show: Vec<ShowWhat>,
+    /// The `loci` configuration, when a daemon runs here.
+    pub daemon: Option<toml::Table>,
+}
+
+#[derive(Debug)]
+pub struct Link {
+    pub ends: [End; 2],
+}
+
+#[derive(Debug)]
+pub struct End {
+    pub node: String,
+    pub dev: String,
+    pub addresses: Vec<IpNet>,
+    pub bridge: Option<String>,
+}
+
+/// The `loci` configuration of a daemon: the scenario's table with the API socket and state
+/// directory in `dir`, as TOML text.
+pub fn daemon_config(table: &toml::Table, node: &str, dir: &Path) -> String {
+    let mut t = table.clone();
+    if let Some(toml::Value::Table(n)) = t.get_mut("node") {
+        let path = |p: PathBuf| toml::Value::String(p.display().to_string());
+        n.insert("api-socket".into(), path(dir.join(format!("{node}.sock"))));
+        n.insert("state-dir".into(), path(dir.join(format!("{node}-state"))));
+    }
+    toml::to_string(&t).expect("a TOML table serializes")
+}
+
+/// Reads and validates a scenario; `name` is what the scenario is called in reports.
+pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigError> {
+    let raw: RawTopology = config::from_toml(path, text)?;
+    let err = |field: &str, reason: String| config::field_error(path, text, field, reason);
+
+    let mut nodes: Vec<Node> = Vec::new();
+    for (i, n) in raw.node.iter().enumerate() {
+        let at = format!("node[{i}]");
+        if n.name.is_empty()
+            || n.name.len() > MAX_NODE_NAME
+            || !n.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        {
+            return Err(err(&format!("{at}.name"), format!("{:?}: 1-{MAX_NODE_NAME} of a-z and 0-9", n.name)));
+        }
+        if nodes.iter().any(|m| m.name == n.name) {
+            return Err(err(&format!("{at}.name"), format!("node {:?} is defined twice", n.name)));
+        }
+        let mut addresses = Vec::new();
+        for (j, a) in n.addresses.iter().enumerate() {
+            let field = format!("{at}.addresses[{j}]");
+            let (dev, addr) =
+                a.split_once(' ').ok_or_else(|| err(&field, format!("{a:?}: give \"DEVICE ADDRESS/LENGTH\"")))?;
+            check_dev(dev).map_err(|r| err(&field, r))?;
+            addresses.push((dev.to_string(), cidr(addr.trim()).map_err(|r| err(&field, r))?));
+        }
+        for (j, b) in n.bridges.iter().enumerate() {
+            check_dev(b).map_err(|r| err(&format!("{at}.bridges[{j}]"), r))?;
+        }
+        let mut routes = Vec::new();
+        for (j, r) in n.routes.iter().enumerate() {
+            let words: Vec<String> = r.split_whitespace().map(String::from).collect();
+            if words.is_empty() {
+                return Err(err(&format!("{at}.routes[{j}]"), "an empty route".into()));
+            }
+            routes.push(words);
+        }
+        let mut show = Vec::new();
+        for (j, s) in n.show.iter().enumerate() {
+            use clap::ValueEnum;
+            let names: Vec<String> = ShowWhat::value_variants()
+                .iter()
+                .filter_map(|v| Some(v.to_possible_value()?.get_name().into()))
+                .collect();
+            let w = ShowWhat::from_str(s, false)
+                .map_err(|_| err(&format!("{at}.show[{j}]"), format!("{s:?} is not one of {}", names.join(", "))))?;
+            show.push(w);
+        }
+        nodes.push(Node {
+            name: n.name.clone(),
+            about: n.about.clone(),
+            addresses,
+            bridges: n.bridges.clone(),
+            routes,
+            show,
+            daemon: None,
+        });
+    }
+    if nodes.is_empty() {
+        return Err(err("node", "no nodes: add [[node]] sections".into()));
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let known = |field: &str, name: &str| {
+        if names.iter().any(|n| n == name) {
+            Ok(name.to_string())
+        } else {
+            Err(err(field, format!("no node {name:?}")))
+        }
+    };
+
+    let mut links = Vec::new();
+    for (i, l) in raw.link.iter().enumerate() {
+        let mut ends = Vec::new();
+        for (side, e) in [("a", &l.a), ("b", &l.b)] {
+            let at = format!("link[{i}].{side}");
+            let node = known(&format!("{at}.node"), &e.node)?;
+            check_dev(&e.dev).map_err(|r| err(&format!("{at}.dev"), r))?;
+            let taken =
+                links.iter().flat_map(|l: &Link| &l.ends).chain(&ends).any(|x: &End| x.node == node && x.dev == e.dev)
+                    || nodes.iter().any(|n| n.name == node && n.bridges.contains(&e.dev));
+            if taken {
+                return Err(err(&format!("{at}.dev"), format!("{} has a device {:?} already", node, e.dev)));
+            }
+            let mut addresses = Vec::new();
+            for (j, a) in e.addresses.iter().enumerate() {
+                addresses.push(cidr(a).map_err(|r| err(&format!("{at}.addresses[{j}]"), r))?);
+            }
+            if let Some(b) = &e.bridge {
+                if !nodes.iter().any(|n| n.name == node && n.bridges.contains(b)) {
+                    return Err(err(
+                        &format!("{at}.bridge"),
+                        format!("node {node} has no bridge {b:?} (see its bridges)"),
+                    ));
+                }
+            }
+            ends.push(End { node, dev: e.dev.clone(), addresses, bridge: e.bridge.clone() });
+        }
+        let Ok(ends) = <[End; 2]>::try_from(ends) else { unreachable!("a link has two ends") };
+        links.push(Link { ends });
+    }
+
+    for (name, table) in &raw.daemon {
+        let at = format!("daemon.{name}");
+        let Some(n) = nodes.iter_mut().find(|n| &n.name == name) else {
+            return Err(err(&at, format!("no node {name:?} to run it in")));
+        };
+        match table.get("node") {
+            Some(toml::Value::Table(t)) => {
+                for k in ["api-socket", "state-dir"] {
+                    if t.contains_key(k) {
+                        return Err(err(&format!("{at}.node.{k}"), "the lab sets this".into()));
+                    }
+                }
+            }
+            _ => return Err(err(&format!("{at}.node"), "missing [node] section (name, listen)".into())),
+        }
+        // Validated as the daemon will read it; errors point into the scenario file.
+        let dir = Path::new("/run/loci-lab");
+        let generated = daemon_config(table, name, dir);
+        config::parse(&dir.join(format!("{name}.toml")), &generated).map_err(|e| {
+            let field = if e.field.is_empty() { at.clone() } else { format!("{at}.{}", e.field) };
+            err(&field, e.reason)
+        })?;
+        n.daemon = Some(table.clone());
+    }
+    for n in &nodes {
+        if !n.show.is_empty() && n.daemon.is_none() {
+            let i = nodes.iter().position(|m| m.name == n.name).unwrap_or(0);
+            return Err(err(&format!("node[{i}].show"), format!("no daemon runs on {} ([daemon.{}])", n.name, n.name)));
+        }
+    }
+
+    let daemon_node = |field: &str, name: &str| {
+        let name = known(field, name)?;
+        if nodes.iter().any(|n| n.name == name && n.daemon.is_some()) {
+            Ok(())
+        } else {
+            Err(err(field, format!("no daemon runs on {name}")))
+        }
+    };
+    for (i, s) in raw.step.iter().enumerate() {
+        let at = format!("step[{i}]");
+        match s {
+            Step::Wait { registered, secs } => {
+                for (j, n) in registered.iter().enumerate() {
+                    daemon_node(&format!("{at}.wait.registered[{j}]"), n)?;
+                }
+                if *secs == 0 || *secs > 120 {
+                    return Err(err(&format!("{at}.wait.secs"), format!("{secs}: 1-120")));
+                }
+            }
+            Step::Ping { from, count, .. } => {
+                known(&format!("{at}.ping.from"), from)?;
+                if *count == 0 || *count > 100 {
+                    return Err(err(&format!("{at}.ping.count"), format!("{count}: 1-100")));
+                }
+            }
+            Step::Tcp { from, to, secs, .. } => {
+                known(&format!("{at}.tcp.from"), from)?;
+                known(&format!("{at}.tcp.to"), to)?;
+                if *secs == 0 || *secs > 30 {
+                    return Err(err(&format!("{at}.tcp.secs"), format!("{secs}: 1-30")));
+                }
+            }
+            Step::Flows(f) => {
+                let at = format!("{at}.flows");
+                known(&format!("{at}.from"), &f.from)?;
+                known(&format!("{at}.to"), &f.to)?;
+                // iperf3 runs at most 128 streams.
+                if f.flows == 0 || f.flows > 128 {
+                    return Err(err(&format!("{at}.flows"), format!("{}: 1-128", f.flows)));
+                }
+                if f.secs == 0 || f.secs > 30 {
+                    return Err(err(&format!("{at}.secs"), format!("{}: 1-30", f.secs)));
+                }
+                if f.pps == 0 || u64::from(f.pps) * u64::from(f.flows) > 100_000 {
+                    return Err(err(&format!("{at}.pps"), format!("{}: 1 to 100000 in all flows", f.pps)));
+                }
+                for (j, e) in f.etrs.iter().enumerate() {
+                    daemon_node(&format!("{at}.etrs[{j}]"), e)?;
+                }
+                match &f.router {
+                    Some(r) => {
+                        known(&format!("{at}.router"), r)?;
+                    }
+                    None if !f.locators.is_empty() => {
+                        return Err(err(&format!("{at}.locators"), "locators are counted at a router: name it".into()))
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+    Ok(Topology { name: name.to_string(), about: raw.about, diagram: raw.diagram, nodes, links, steps: raw.step })
+}
+
+/// Linux interface names: 1-15 bytes, no '/', whitespace or ':'.
+fn check_dev(dev: &str) -> Result<(), String> {
+    if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace()) {
+        return Err(format!("{dev:?} is not an interface name (1-15 bytes, no '/', ':' or space)"));
+    }
+    Ok(())
+}
+
+/// An interface address with its prefix length (host bits allowed: `10.1.1.10/24`).
+fn cidr(s: &str) -> Result<IpNet, String> {
+    s.parse().map_err(|_| format!("{s:?} is not ADDRESS/LENGTH"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fails(text: &str, want: &str) {
+        let e = parse("t", Path::new("t.toml"), text).expect_err("must be refused").to_string();
+        assert!(e.contains(want), "{e}\nwanted: {want}");
+    }
+
+    const BASE: &str = "about = \"x\"\n[[node]]\nname = \"a\"\n[[node]]\nname = \"b\"\nbridges = [\"br\"]\n";
+
+    #[test]
+    fn scenarios_shipped_are_valid() {
+        for s in super::super::SCENARIOS {
+            let t = parse(s.name, Path::new(s.file), s.text).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!t.steps.is_empty(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_and_field() {
+        fails(
+            &format!("{BASE}[[link]]\na = {{ node = \"a\", dev = \"e\" }}\nb = {{ node = \"zz\", dev = \"e\" }}\n"),
+            "t.toml:9: link[0].b.node: no node \"zz\"",
+        );
+        fails(&format!("{BASE}[[node]]\nname = \"A b\"\n"), "t.toml:8: node[2].name");
+        fails(&format!("{BASE}[[node]]\nname = \"a\"\n"), "node \"a\" is defined twice");
+        fails(&format!("{BASE}colour = 1\n"), "unknown field `colour`");
+        fails(
+            &format!("{BASE}[[link]]\na = {{ node = \"a\", dev = \"e\", addresses = [\"10.1.1.1\"] }}\nb = {{ node = \"b\", dev = \"e\", bridge = \"nope\" }}\n"),
+            "link[0].a.addresses[0]: \"10.1.1.1\" is not ADDRESS/LENGTH",
+        );
+        fails(&format!("{BASE}[[link]]\na = {{ node = \"a\", dev = \"e\" }}\nb = {{ node = \"b\", dev = \"e\", bridge = \"nope\" }}\n"),
+            "link[0].b.bridge: node b has no bridge \"nope\"");
+        fails(
+            &format!("{BASE}[[step]]\nping = {{ from = \"q\", address = \"10.0.0.1\" }}\n"),
+            "t.toml:8: step[0].ping.from: no node \"q\"",
+        );
+        fails(
+            &format!("{BASE}[[step]]\nwait = {{ registered = [\"a\"] }}\n"),
+            "step[0].wait.registered[0]: no daemon runs on a",
+        );
+        fails(
+            &format!("{BASE}[[step]]\nflows = {{ from = \"a\", to = \"b\", address = \"10.0.0.1\", flows = 500 }}\n"),
+            "step[0].flows.flows: 500: 1-128",
+        );
+        // A daemon configuration error points into the scenario file.
+        fails(
+            &format!("{BASE}[daemon.a.node]\nname = \"x\"\n[daemon.a.xtr]\nroles = [\"itr\"]\nmap-resolvers = [\"nonsense\"]\n"),
+            "t.toml:11: daemon.a.xtr.map-resolvers[0]: \"nonsense\" is not an IP address",
+        );
+        fails(
+            &format!("{BASE}[daemon.a.node]\nname = \"x\"\napi-socket = \"/x\"\n[daemon.a.map-resolver]\n"),
+            "daemon.a.node.api-socket: the lab sets this",
+        );
+        fails(&format!("{BASE}[daemon.zz.node]\nname = \"x\"\n"), "daemon.zz: no node \"zz\"");
+    }
+}

@@ -1,0 +1,218 @@
+//! `loci lab`: the `resolve` scenario end to end (namespaces, real daemons, real traffic), its
+//! cleanup after a normal and an interrupted run, and the refusal of a bad scenario file.
+//!
+//! The scenario runs need root, iproute2, ping and iperf3. Without root they print "skipped:
+//! needs root" and pass, except under CI=true, where they must run.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+mod common;
+use common::{signal, text};
+
+const LOCI: &str = env!("CARGO_BIN_EXE_loci");
+/// A whole lab run takes about 10 s; far more means it hangs.
+const LAB_LIMIT: Duration = Duration::from_secs(120);
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// Whether the scenario can run here; prints why not and passes unless in CI.
+fn runnable() -> bool {
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let missing: Vec<&str> = ["ip", "ping", "iperf3"]
+        .into_iter()
+        .filter(|t| {
+            !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+        })
+        .collect();
+    let why = match (root, missing.is_empty()) {
+        (true, true) => return true,
+        (false, _) => "skipped: needs root".to_string(),
+        (true, false) => format!("skipped: needs {}", missing.join(", ")),
+    };
+    assert!(!in_ci(), "{why} (CI=true: this test must run)");
+    println!("{why}");
+    false
+}
+
+/// Runs `cmd`, killing it after `limit`.
+fn run_for(cmd: &mut Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            signal(pid, "TERM");
+            let out = rx.recv_timeout(Duration::from_secs(15)).map(|o| o.expect("wait"));
+            panic!("{cmd:?} did not finish within {limit:?}: {:?}", out.map(|o| text(&o.stderr)));
+        }
+    }
+}
+
+fn sh(args: &[&str]) -> String {
+    let out = Command::new(args[0]).args(&args[1..]).output().expect("run");
+    text(&out.stdout)
+}
+
+/// Veth devices in the test's own namespace (the lab makes its devices inside its namespaces,
+/// so none should ever appear here).
+fn root_veths() -> Vec<String> {
+    let mut v: Vec<String> = sh(&["ip", "-o", "link", "show", "type", "veth"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1).map(|n| n.trim().split('@').next().unwrap_or("").to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Nothing of run `run` is left: namespace, process or file.
+fn assert_gone(run: &str, veths_before: &[String]) {
+    let prefix = format!("{run}-");
+    let spaces: Vec<String> =
+        sh(&["ip", "netns", "list"]).lines().filter(|l| l.starts_with(&prefix)).map(String::from).collect();
+    assert!(spaces.is_empty(), "namespaces left: {spaces:?}");
+    let dir = std::env::temp_dir().join(format!("loci-lab-{run}"));
+    let procs = sh(&["pgrep", "-af", dir.to_str().expect("utf-8")]);
+    assert!(procs.trim().is_empty(), "processes left: {procs}");
+    assert!(!dir.exists(), "{} left", dir.display());
+    let new: Vec<String> = root_veths().into_iter().filter(|v| !veths_before.contains(v)).collect();
+    assert!(new.is_empty(), "links left in the root namespace: {new:?}");
+}
+
+fn step<'a>(report: &'a Value, kind: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find_map(|s| s.get(kind))
+        .unwrap_or_else(|| panic!("no {kind} step in {report:#}"))
+}
+
+#[test]
+fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
+    if !runnable() {
+        return;
+    }
+    let veths = root_veths();
+    let out = run_for(Command::new(LOCI).args(["lab", "resolve", "--json"]), LAB_LIMIT);
+    assert!(out.status.success(), "loci lab failed: {}", text(&out.stderr));
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out.stdout)));
+    let run = r["run"].as_str().expect("run ID");
+
+    let ping = step(&r, "ping");
+    assert!(ping["sent"].as_u64() >= Some(5), "{ping:#}");
+    assert_eq!(ping["received"], ping["sent"], "ping lost packets: {ping:#}");
+
+    let tcp = step(&r, "tcp");
+    assert!(tcp["bytes"].as_u64() >= Some(1 << 20), "TCP moved too little: {tcp:#}");
+
+    // 64 flows over two locators of weight 50: each ETR carries a share near half.
+    let flows = step(&r, "flows");
+    assert!(flows["flows"].as_u64() >= Some(16), "{flows:#}");
+    assert_eq!(flows["flows_delivered"], flows["flows"], "every flow reaches D1: {flows:#}");
+    let etrs = flows["etrs"].as_array().expect("etrs");
+    assert_eq!(etrs.len(), 2, "{flows:#}");
+    let decapsulated: u64 = etrs.iter().map(|e| e["decapsulated"].as_u64().expect("count")).sum();
+    let delivered = flows["sent"].as_u64().expect("sent") - flows["lost"].as_u64().expect("lost");
+    assert!(decapsulated >= delivered, "the DC ETRs decapsulated {decapsulated} of {delivered} delivered: {flows:#}");
+    for e in etrs {
+        let share = e["share_pct"].as_f64().expect("share");
+        assert!((20.0..=80.0).contains(&share), "{} carried {share:.1} % of the flows' packets: {flows:#}", e["node"]);
+    }
+    // The priority-2 backup locator stays idle while both priority-1 locators are up; the
+    // priority-1 ones carried what their ETRs decapsulated.
+    let locators = flows["locators"].as_array().expect("locators");
+    let count = |a: &str| locators.iter().find(|l| l["address"] == a).and_then(|l| l["packets"].as_u64());
+    assert_eq!(count("203.0.113.9"), Some(0), "the backup locator carried traffic: {flows:#}");
+    assert!(count("203.0.113.1") >= etrs[0]["decapsulated"].as_u64(), "{flows:#}");
+    assert!(count("203.0.113.5") >= etrs[1]["decapsulated"].as_u64(), "{flows:#}");
+
+    // What `loci show` reported: D1's prefix in xTR-B's map-cache with the whole locator set,
+    // and C1's prefix in the gateway's (the way back).
+    let shows = r["shows"].as_array().expect("shows");
+    let table = |node: &str, what: &str| {
+        shows.iter().find(|s| s["node"] == node).map(|s| s["tables"][what].clone()).unwrap_or(Value::Null)
+    };
+    let xb = table("xb", "map-cache");
+    let entry =
+        xb.as_array().and_then(|a| a.iter().find(|e| e["prefix"] == "10.2.1.0/24")).expect("D1's mapping at xTR-B");
+    assert_eq!(entry["locators"].as_array().map(Vec::len), Some(3), "{entry:#}");
+    let xd1 = table("xd1", "map-cache");
+    assert!(xd1.as_array().is_some_and(|a| a.iter().any(|e| e["prefix"] == "10.1.1.0/24")), "{xd1:#}");
+
+    assert_gone(run, &veths);
+}
+
+#[test]
+fn interrupted_run_removes_everything() {
+    if !runnable() {
+        return;
+    }
+    let veths = root_veths();
+    let mut child = Command::new(LOCI)
+        .args(["lab", "resolve"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start loci lab");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut run = None;
+    let mut seen = Vec::new();
+    // Interrupt once the daemons run: namespaces, links and processes all exist then.
+    for line in lines.by_ref() {
+        let line = line.expect("read");
+        if let Some(rest) = line.strip_prefix("loci lab resolve: run ") {
+            run = rest.split_whitespace().next().map(String::from);
+        }
+        let started = line.starts_with("started loci on");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let run = run.unwrap_or_else(|| panic!("no run ID printed: {seen:?}"));
+    assert!(sh(&["ip", "netns", "list"]).contains(&format!("{run}-xb")), "the lab is not up");
+    signal(child.id(), "INT");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().expect("wait");
+    assert!(!status.success(), "an interrupted run fails");
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    assert_gone(&run, &veths);
+}
+
+#[test]
+fn bad_scenario_file_is_refused_with_file_line_and_field() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "about = \"x\"\n[[node]]\nname = \"a\"\n[[link]]\na = { node = \"a\", dev = \"e0\" }\nb = { node = \"nope\", dev = \"e0\" }\n",
+    )
+    .expect("write");
+    let out = run_for(Command::new(LOCI).arg("lab").arg(&path), Duration::from_secs(15));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.toml:6: link[0].b.node: no node \"nope\""), "{err}");
+    // Refused before anything was built.
+    assert!(!err.contains("building"), "{err}");
+
+    let out = run_for(Command::new(LOCI).args(["lab", "--down", "../etc"]), Duration::from_secs(15));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("not a run ID"), "{}", text(&out.stderr));
+}
