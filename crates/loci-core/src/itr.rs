@@ -44,8 +44,8 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
-use crate::ratelimit::KeyedLimiter;
 use crate::probing::{Prober, ProbingConfig, StatusBits};
+use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
 /// ITR settings. Defaults follow RFC 9301 §5.3.
@@ -717,6 +717,21 @@ impl Itr {
         if let Ok(bytes) = ack.to_signed_bytes(key_id, &key, &SendPolicy::default()) {
             io.send("Map-Notify-Ack", None, SocketAddr::new(remote.ip(), CONTROL_PORT), bytes);
         }
+    }
+
+    /// Whether a Map-Notify looks like one for the ITR: its nonce is that of an outstanding
+    /// Map-Request (a subscription's confirmation) or follows the last one of a subscription
+    /// covering its first record (a publication). An xTR's ETR gets the others first.
+    pub fn expects_notify(&self, data: &[u8]) -> bool {
+        let Ok(n) = MapNotify::parse(data) else { return false };
+        if self.nonces.contains_key(&n.nonce) {
+            return true;
+        }
+        let Some(prefix) = n.records.first().and_then(|r| eid_from_wire(&r.eid, r.eid_mask_len)) else {
+            return false;
+        };
+        self.subscription_for(&prefix, n.nonce).is_some()
+            || self.subscriptions.covering(&prefix).any(|(_, s)| s.last_nonce == n.nonce)
     }
 
     /// The subscribed prefix covering `prefix` whose last nonce is below `nonce` (the most
