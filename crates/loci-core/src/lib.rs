@@ -16,6 +16,8 @@ pub mod map_cache;
 pub mod map_resolver;
 pub mod map_server;
 pub mod mapping;
+pub mod miss_filter;
+pub mod miss_queue;
 pub mod mobility;
 pub mod negative;
 pub mod node;

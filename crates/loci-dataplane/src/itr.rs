@@ -21,13 +21,14 @@ use loci_core::encap::{encapsulate_payload, Payload};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
+use loci_core::miss_filter::RecentMisses;
+use loci_core::miss_queue::{self, MissQueue, POLL as MISS_POLL, SWEEP};
 use loci_core::packet;
 use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::{Counters, Drop};
-use crate::miss_queue::{self, MissQueue};
 use crate::senders::Senders;
 use crate::sys::{self, SendMsg};
 use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
@@ -45,14 +46,6 @@ const RING: usize = 2 * READ_MAX;
 /// total size (one IP packet's worth).
 const GSO_SEGMENTS: usize = 64;
 const GSO_BYTES: usize = 65_000;
-
-/// A destination is reported to the control plane at most once per this interval per worker
-/// (the control plane deduplicates too; this keeps a burst from filling the queue).
-const MISS_HOLD: Duration = Duration::from_millis(250);
-
-/// While packets wait for mappings, the worker looks for new map-cache snapshots this often
-/// even when the TUN device is quiet.
-const MISS_POLL: Duration = Duration::from_millis(5);
 
 pub struct Worker {
     iid: u32,
@@ -109,7 +102,7 @@ impl Worker {
             raw_v4: raw_socket(Domain::IPV4).ok(),
             raw_v6: raw_socket(Domain::IPV6).ok(),
             misses,
-            recent: RecentMisses::new(256),
+            recent: RecentMisses::default(),
             waiting: MissQueue::new(miss_queue::TOTAL, miss_queue::PER_DESTINATION),
             tried: u64::MAX,
             batch: Batch::default(),
@@ -238,7 +231,7 @@ impl Worker {
         let snap = self.reader.load_full();
         let now = Instant::now();
         let generation = snap.generation();
-        if generation == self.tried && now.saturating_duration_since(*last_sweep) < MISS_POLL * 20 {
+        if generation == self.tried && now.saturating_duration_since(*last_sweep) < SWEEP {
             return used;
         }
         self.tried = generation;
@@ -382,53 +375,4 @@ fn count_sent(counters: &Counters, s: &SendMsg, payload: usize) {
     let outer = if s.dst.is_ipv6() { 40 + 8 } else { 20 + 8 };
     Counters::add(&counters.encapsulated, n as u64);
     Counters::add(&counters.encapsulated_bytes, (payload + n * outer) as u64);
-}
-
-/// Destinations reported lately: direct-mapped, a colliding destination takes the slot over
-/// (at worst a destination is reported again early).
-struct RecentMisses {
-    slots: Box<[Option<(u32, IpAddr, Instant)>]>,
-}
-
-impl RecentMisses {
-    fn new(n: usize) -> Self {
-        RecentMisses { slots: vec![None; n.next_power_of_two()].into_boxed_slice() }
-    }
-
-    fn should_report(&mut self, iid: u32, dst: IpAddr, now: Instant) -> bool {
-        let h = match dst {
-            IpAddr::V4(a) => u64::from(u32::from(a)),
-            IpAddr::V6(a) => {
-                let v = u128::from(a);
-                (v as u64) ^ ((v >> 64) as u64)
-            }
-        } ^ u64::from(iid).rotate_left(32);
-        let i = (h.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as usize & (self.slots.len() - 1);
-        let slot = &mut self.slots[i];
-        if let Some((si, sd, at)) = *slot {
-            if si == iid && sd == dst && now.saturating_duration_since(at) < MISS_HOLD {
-                return false;
-            }
-        }
-        *slot = Some((iid, dst, now));
-        true
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn misses_are_reported_once_per_hold() {
-        let mut r = RecentMisses::new(16);
-        let t0 = Instant::now();
-        let a: IpAddr = "10.2.0.1".parse().unwrap();
-        let b: IpAddr = "2001:db8::1".parse().unwrap();
-        assert!(r.should_report(0, a, t0));
-        assert!(!r.should_report(0, a, t0 + Duration::from_millis(10)));
-        assert!(r.should_report(1, a, t0), "another instance is another destination");
-        assert!(r.should_report(0, b, t0));
-        assert!(r.should_report(0, a, t0 + MISS_HOLD + Duration::from_millis(1)));
-    }
 }

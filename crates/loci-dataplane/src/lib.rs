@@ -34,7 +34,6 @@
 mod counters;
 mod etr;
 mod itr;
-mod miss_queue;
 mod senders;
 mod sys;
 mod tun;

@@ -218,6 +218,11 @@ impl Sim {
         &self.members[id].name
     }
 
+    /// The member called `name`.
+    pub fn id(&self, name: &str) -> Option<Id> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
     pub fn addrs(&self, id: Id) -> &[IpAddr] {
         &self.members[id].addrs
     }
@@ -236,7 +241,8 @@ impl Sim {
         }
     }
 
-    /// What an endpoint has received: (time, source, destination, bytes).
+    /// What an endpoint or host has received: (time, source, destination, bytes); for packets
+    /// the whole IP packet, with its addresses and ports (0 without ports).
     pub fn received(&self, id: Id) -> &[(Duration, SocketAddr, SocketAddr, Vec<u8>)] {
         match &self.members[id].host {
             Host::Endpoint(r) => r,
@@ -246,15 +252,6 @@ impl Sim {
 
     pub fn trace(&self) -> &[TraceEntry] {
         &self.trace
-    }
-
-    /// How many members the network has (ids are `0..len`).
-    pub fn len(&self) -> usize {
-        self.members.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
     }
 
     /// A host's site (`None` for nodes and plain endpoints).
@@ -432,7 +429,10 @@ impl Sim {
         let from_site = self.members[from].site.as_ref().filter(|s| s.xtrs.first() == Some(&at)).map(|s| s.iid);
         let encapsulated = self.trace[trace].is_encapsulated();
         let m = &mut self.members[at];
-        let (Host::Node(node), Some(dp)) = (&mut m.host, &mut m.data_plane) else { return };
+        let (Host::Node(node), Some(dp)) = (&mut m.host, &mut m.data_plane) else {
+            self.handled.insert(trace, Handling::Dropped("no-data-plane"));
+            return;
+        };
         let (handling, out) = match from_site {
             Some(iid) => dp.itr(node, now, iid, &packet),
             _ if encapsulated => dp.etr(packet),

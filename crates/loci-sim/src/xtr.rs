@@ -14,6 +14,7 @@ use loci_core::encap::{decapsulate, encapsulate, EncapParams, LocalRlocs, ENCAP_
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
+use loci_core::miss_filter::RecentMisses;
 use loci_core::node::Node;
 use loci_core::packet;
 use loci_wire::ecm::checksum;
@@ -27,7 +28,8 @@ pub enum Handling {
     /// ITR: encapsulated to `rloc` in instance `iid`.
     Encapsulated { iid: u32, rloc: IpAddr },
     /// ITR: no mapping yet. Like the real data plane it reports the miss to the control plane
-    /// (`Node::handle_miss`) and drops the packet: nothing is queued, the sender retransmits.
+    /// (`Node::handle_miss`, at most once per 250 ms per destination) and drops the packet:
+    /// nothing is queued, the sender retransmits.
     Miss,
     /// ITR: a negative mapping says the destination is not a LISP EID.
     NativeForwarded,
@@ -44,6 +46,8 @@ pub struct Counters {
     pub decapsulated: u64,
     pub native_forwarded: u64,
     pub misses_reported: u64,
+    /// Misses not reported: the destination was reported less than 250 ms ago.
+    pub misses_suppressed: u64,
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
@@ -63,6 +67,7 @@ pub struct DataPlane {
     /// The ITR's map-cache snapshots (none: the node has no ITR role).
     reader: Option<MapCacheReader>,
     flows: FlowCache,
+    recent: RecentMisses,
     families: Families,
     src_v4: Option<IpAddr>,
     src_v6: Option<IpAddr>,
@@ -77,6 +82,7 @@ impl DataPlane {
         DataPlane {
             reader,
             flows: FlowCache::new(FLOW_CACHE_SLOTS, families),
+            recent: RecentMisses::default(),
             families,
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
             src_v6: rlocs.iter().copied().find(IpAddr::is_ipv6),
@@ -117,9 +123,13 @@ impl DataPlane {
         match verdict {
             Forward::Encapsulate(rloc) => self.encapsulate(p, iid, rloc, flow),
             Forward::Miss => {
-                node.handle_miss(now, iid, dst, src);
-                self.counters.misses_reported += 1;
                 *self.counters.dropped.entry("map-cache-miss").or_default() += 1;
+                if self.recent.should_report(iid, dst, now) {
+                    node.handle_miss(now, iid, dst, src);
+                    self.counters.misses_reported += 1;
+                } else {
+                    self.counters.misses_suppressed += 1;
+                }
                 (Handling::Miss, Out::Nowhere)
             }
             Forward::NativeForward => {

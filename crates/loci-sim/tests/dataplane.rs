@@ -65,20 +65,27 @@ fn requests_from(sim: &Sim, id: Id) -> usize {
 fn miss_drop_resolve_then_encapsulate_and_deliver() {
     let mut w = world(1);
     let syn = tcp_syn(ip(C1), 40000, ip(D1), 80);
+    // The first Map-Request is lost, so the resolution takes a retransmission (1 s).
+    let ms = 0;
+    w.sim.partition(w.b, ms, true);
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_millis(1));
-    // A second packet while the Map-Request is out: dropped too, no second request.
+    w.sim.partition(w.b, ms, false);
+    // A second packet while the resolution is on: dropped too, and not even reported.
+    assert!(w.sim.send_packet(w.c1, syn.clone()));
+    w.sim.run_for(Duration::from_millis(300));
+    // A third, after the data plane's 250 ms hold: reported; the core knows it is pending.
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_secs(1));
     assert!(w.sim.received(w.d1).is_empty(), "nothing is queued during a miss");
     let itr = w.sim.node(w.b).itr().unwrap().stats();
-    assert_eq!((itr.misses, itr.misses_pending, itr.requests, itr.installed), (2, 1, 1, 1));
+    assert_eq!((itr.misses, itr.misses_pending, itr.requests, itr.timeouts, itr.installed), (2, 1, 2, 1, 1));
     // The retransmission goes through.
     assert!(w.sim.send_packet(w.c1, syn.clone()));
     w.sim.run_for(Duration::from_millis(100));
     let h: Vec<Option<Handling>> = sent_by(&w.sim, w.c1).into_iter().map(|(_, h)| h).collect();
-    assert_eq!(h[..2], [Some(Handling::Miss), Some(Handling::Miss)]);
-    let Some(Handling::Encapsulated { iid: 0, rloc }) = h[2] else { panic!("{h:?}") };
+    assert_eq!(h[..3], [Some(Handling::Miss); 3]);
+    let Some(Handling::Encapsulated { iid: 0, rloc }) = h[3] else { panic!("{h:?}") };
     assert!(rloc == ip("203.0.113.11") || rloc == ip("203.0.113.12"), "a priority-1 locator: {rloc}");
     let got = w.sim.received(w.d1);
     assert_eq!(got.len(), 1);
@@ -91,7 +98,7 @@ fn miss_drop_resolve_then_encapsulate_and_deliver() {
     assert_eq!(w.sim.handling(enc[0]), Some(Handling::Decapsulated { iid: 0 }));
     assert_eq!(w.sim.addrs(e.to.unwrap())[0], rloc);
     let c = w.sim.data_plane(w.b).unwrap().counters();
-    assert_eq!((c.encapsulated, c.misses_reported, c.dropped["map-cache-miss"]), (1, 2, 2));
+    assert_eq!((c.encapsulated, c.misses_reported, c.misses_suppressed, c.dropped["map-cache-miss"]), (1, 2, 1, 3));
 }
 
 #[test]

@@ -290,12 +290,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::write(&path, demo::svg(s, seed, &out))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
-            if json {
-                println!("{}", serde_json::to_string_pretty(&demo::json(s, seed, &out))?);
+            let text = if json {
+                serde_json::to_string_pretty(&demo::json(s, seed, &out))? + "\n"
             } else {
-                print!("{}", demo::render(s, seed, &out));
+                demo::render(s, seed, &out)
+            };
+            // `loci demo | head` is normal use: a closed pipe ends the output quietly.
+            match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("cannot write to stdout"),
             }
-            Ok(())
         }
     }
 }

@@ -10,6 +10,7 @@ use loci_core::mapping::eid_from_wire;
 use loci_sim::packet::Summary;
 use loci_sim::xtr::Handling;
 use loci_sim::{Carried, Sim, TraceEntry};
+use loci_wire::auth::Algorithm;
 use loci_wire::data::{DataHeaderRepr, HEADER_LEN};
 use loci_wire::message::ControlMessage;
 use loci_wire::{MapRecord, Wire};
@@ -58,7 +59,8 @@ impl Step {
 
     pub fn to_json(&self) -> Value {
         let mut v = json!({
-            "time_ms": self.sent.as_secs_f64() * 1e3,
+            // Whole microseconds, divided once: 2000.1, not 2000.1000000000001.
+            "time_ms": self.sent.as_micros() as f64 / 1e3,
             "from": self.from, "to": self.to,
             "message": self.message, "detail": self.detail, "lost": self.lost,
             "fields": self.fields,
@@ -73,12 +75,17 @@ impl Step {
     }
 }
 
+/// A locator as the ladder and the tables show it: `203.0.113.11 p1/w50`.
+pub fn locator(addr: impl fmt::Display, priority: u8, weight: u8) -> String {
+    format!("{addr} p{priority}/w{weight}")
+}
+
 pub fn describe_record(r: &MapRecord) -> String {
     let p = eid_from_wire(&r.eid, r.eid_mask_len).map_or_else(|| r.eid.to_string(), |p| p.to_string());
     if r.locators.is_empty() {
         return format!("{p} negative {} ttl {}m", r.action, r.ttl);
     }
-    let locs: Vec<String> = r.locators.iter().map(|l| format!("{} p{}/w{}", l.address, l.priority, l.weight)).collect();
+    let locs: Vec<String> = r.locators.iter().map(|l| locator(&l.address, l.priority, l.weight)).collect();
     format!("{p} -> [{}]", locs.join(", "))
 }
 
@@ -97,7 +104,7 @@ fn record_fields(rs: &[MapRecord], f: &mut Map<String, Value>) {
         if r.locators.is_empty() {
             f.insert("action".into(), json!(r.action.to_string()));
         }
-        locators.extend(r.locators.iter().map(|l| format!("{} p{}/w{}", l.address, l.priority, l.weight)));
+        locators.extend(r.locators.iter().map(|l| locator(&l.address, l.priority, l.weight)));
     }
     f.insert("eid_prefixes".into(), json!(eids));
     f.insert("locators".into(), json!(locators));
@@ -114,9 +121,14 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
     let nonce = |n: u64, f: &mut Map<String, Value>| {
         f.insert("nonce".into(), json!(format!("{n:#x}")));
     };
+    let auth = |key_id: u8, algorithm: u8, f: &mut Map<String, Value>| {
+        let name = Algorithm::from_id(algorithm).map_or_else(|| format!("unknown {algorithm}"), |a| a.name().into());
+        f.insert("auth".into(), json!({ "key_id": key_id, "algorithm": name }));
+    };
     let detail = match m {
         ControlMessage::MapRegister(r) => {
             nonce(r.nonce, &mut f);
+            auth(r.key_id, r.algorithm_id, &mut f);
             record_fields(&r.records, &mut f);
             format!(
                 "nonce {:#x}{}{} {}",
@@ -128,6 +140,7 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
         }
         ControlMessage::MapNotify(n) => {
             nonce(n.nonce, &mut f);
+            auth(n.key_id, n.algorithm_id, &mut f);
             record_fields(&n.records, &mut f);
             format!("nonce {:#x} {}", n.nonce, records(&n.records))
         }
@@ -199,9 +212,9 @@ fn decapsulated_view(p: &[u8]) -> Option<(u32, &[u8])> {
 pub fn handling_text(h: Handling) -> String {
     match h {
         Handling::Encapsulated { rloc, .. } => format!("encapsulated to {rloc}"),
-        Handling::Miss => "map-cache miss: dropped, miss to the control plane".into(),
+        Handling::Miss => "no mapping: dropped, resolving".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
-        Handling::Decapsulated { iid } => format!("decapsulated, to the site (iid {iid})"),
+        Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }

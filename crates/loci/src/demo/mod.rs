@@ -2,7 +2,8 @@
 //!
 //! Runs on virtual time without root or network access. Each scenario is one small file that
 //! builds a topology, drives it and names its tables; this module prints what happened (text,
-//! JSON, SVG). To add one: a file with a `SCENARIO` constant, and a line in [`SCENARIOS`].
+//! JSON, SVG). To add one: a file with a `SCENARIO` constant, its `mod` line, and its entry in
+//! [`SCENARIOS`].
 
 mod ladder;
 mod negative;
@@ -49,7 +50,7 @@ fn shown(steps: &[Step]) -> impl Iterator<Item = &Step> {
     steps.iter().filter(|s| s.flow.is_none_or(|f| f < SHOWN_FLOWS))
 }
 
-/// Runs `scenario` and renders everything a person reads.
+/// Everything a person reads about a run of `scenario`: topology, ladder, tables.
 pub fn render(scenario: &Scenario, seed: u64, out: &Outcome) -> String {
     let mut s = format!("loci demo {} (seed {seed}): {}\n\nTopology\n", scenario.name, scenario.about);
     for line in &out.topology {
@@ -114,7 +115,7 @@ pub fn registrations(sim: &Sim, ms: Id) -> String {
         .iter()
         .map(|(p, r)| {
             let locs: Vec<String> =
-                r.locators().iter().map(|l| format!("{} p{}/w{}", l.address, l.priority, l.weight)).collect();
+                r.locators().iter().map(|l| ladder::locator(&l.address, l.priority, l.weight)).collect();
             let by = r.latest().map_or_else(String::new, |x| x.source.to_string());
             vec![p.to_string(), m.sites()[r.site].config.name.clone(), locs.join(", "), by]
         })
@@ -136,11 +137,7 @@ pub fn map_cache(sim: &Sim, xtr: Id) -> String {
             let what = if m.is_negative() {
                 format!("negative, {}", m.action)
             } else {
-                m.rlocs
-                    .iter()
-                    .map(|r| format!("{} p{}/w{}", r.addr, r.priority, r.weight))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                m.rlocs.iter().map(|r| ladder::locator(r.addr, r.priority, r.weight)).collect::<Vec<_>>().join(", ")
             };
             vec![m.prefix.to_string(), what, format!("{} min", m.ttl.as_secs() / 60)]
         })
@@ -286,6 +283,8 @@ mod tests {
                     t["time_ms"].is_f64() && t["from"].is_string() && t["to"].is_string() && t["message"].is_string()
                 );
             }
+            let register = trace.iter().find(|t| t["message"] == "Map-Register").expect("a Map-Register");
+            assert_eq!(register["fields"]["auth"]["key_id"], 1, "authenticated: {register}");
             let request = trace.iter().find(|t| t["message"] == "ECM").expect("a Map-Request");
             assert!(request["fields"]["nonce"].as_str().is_some_and(|n| n.starts_with("0x")), "{request}");
             assert!(request["fields"]["eid_prefixes"][0].is_string(), "{request}");
@@ -294,6 +293,16 @@ mod tests {
             let text = render(s, 3, &out);
             assert!(text.contains("Topology") && text.contains("Messages") && text.contains("Map-cache of"), "{text}");
         }
+    }
+
+    #[test]
+    fn committed_picture_is_current() {
+        let s = find("resolve").unwrap();
+        let svg = svg(s, 1, &(s.run)(1));
+        assert!(
+            include_str!("../../../../docs/demo-resolve.svg") == svg,
+            "docs/demo-resolve.svg is stale: run `cargo run --release -- demo --svg docs/demo-resolve.svg`"
+        );
     }
 
     #[test]

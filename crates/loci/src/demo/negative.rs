@@ -75,7 +75,7 @@ mod tests {
             [Some(Handling::Miss), Some(Handling::NativeForwarded), None]
         );
         // The web server got the SYN through the underlay, one hop older.
-        let web = out.sim.received(3);
+        let web = out.sim.received(out.sim.id("web").unwrap());
         assert_eq!(web.len(), 1);
         assert_eq!(loci_sim::packet::Summary::parse(&web[0].3).map(|s| s.ttl), Some(63));
         assert_eq!(

@@ -57,7 +57,7 @@ fn run(seed: u64) -> Outcome {
     }
     sim.run_for(Duration::from_millis(100));
     let topology = vec![
-        "ms-mr   192.0.2.10    Map-Server + Map-Resolver, sites branch 10.1.0.0/16 and dc 10.2.0.0/16".into(),
+        "ms-mr   192.0.2.10    Map-Server + Map-Resolver, sites branch 10.1.0.0/16 and dc 10.2.0.0/16;\n                        every xTR registers every 60 s, authenticated (HMAC-SHA-256-128)".into(),
         "xtr-d1  203.0.113.11  ETR for D1's prefix 10.2.1.0/24 (locators .11 p1/w50, .12 p1/w50, .13 p2)".into(),
         "xtr-d2  203.0.113.12  ETR for the same prefix, same locator set".into(),
         "xtr-b   198.51.100.1  branch xTR (ITR + ETR) for 10.1.1.0/24".into(),
@@ -110,7 +110,7 @@ mod tests {
             "{}",
             out.tables
         );
-        let flows = flow_locators(&out.sim, 4);
+        let flows = flow_locators(&out.sim, out.sim.id("c1").unwrap());
         assert_eq!(flows.len(), 1 + usize::from(super::FLOWS));
         let per = per_locator(&flows[1..]);
         let n = f64::from(super::FLOWS);
@@ -119,7 +119,11 @@ mod tests {
             assert!((0.35..=0.65).contains(&share), "{rloc}: {share} {per:?}");
         }
         assert!(!per.contains_key(&ip("203.0.113.13")), "the backup carries nothing");
-        assert_eq!(out.sim.received(5).len(), 1 + usize::from(super::FLOWS), "D1 got every packet after the miss");
+        assert_eq!(
+            out.sim.received(out.sim.id("d1").unwrap()).len(),
+            1 + usize::from(super::FLOWS),
+            "D1 got every packet after the miss"
+        );
     }
 
     #[test]

@@ -74,17 +74,16 @@ mod tests {
     fn instances_kept_apart() {
         let out = super::run(1);
         let sim = &out.sim;
-        let name = |id| sim.name(id).to_string();
-        let ids: std::collections::HashMap<String, usize> = (0..sim.len()).map(|i| (name(i), i)).collect();
+        let id = |name: &str| sim.id(name).unwrap();
         for (server, etr, rloc, iid) in [("d1", "xtr-1", "203.0.113.21", 1), ("d2", "xtr-2", "203.0.113.22", 2)] {
-            assert_eq!(sim.received(ids[server]).len(), 1, "{server} gets its own customer's SYN only");
+            assert_eq!(sim.received(id(server)).len(), 1, "{server} gets its own customer's SYN only");
             // Every encapsulated packet to this ETR carries its customer's instance.
             for (i, e) in sim.trace().iter().enumerate().filter(|(_, e)| e.is_encapsulated() && e.dst.ip() == ip(rloc))
             {
                 assert_eq!(sim.handling(i), Some(Handling::Decapsulated { iid }), "{etr}");
-                assert_eq!(name(e.to.unwrap()), etr);
+                assert_eq!(e.to, Some(id(etr)));
             }
-            let c = sim.data_plane(ids[etr]).unwrap().counters();
+            let c = sim.data_plane(id(etr)).unwrap().counters();
             assert_eq!((c.decapsulated, c.dropped.len()), (1, 0), "{etr}");
         }
         for want in ["[1]10.2.1.0/24  203.0.113.21 p1/w100", "[2]10.2.1.0/24  203.0.113.22 p1/w100"] {

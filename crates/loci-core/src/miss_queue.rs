@@ -15,6 +15,11 @@ pub const PER_DESTINATION: usize = 4;
 pub const TOTAL: usize = 1024;
 /// A Map-Request is retransmitted after 1 s (RFC 9301 §5.3): this covers the first retry.
 pub const MAX_WAIT: Duration = Duration::from_millis(2500);
+/// While packets wait for mappings, the ITR looks for new map-cache snapshots this often even
+/// when no packet arrives.
+pub const POLL: Duration = Duration::from_millis(5);
+/// And goes through the waiting packets (for expiry) this often when no new snapshot came.
+pub const SWEEP: Duration = Duration::from_millis(100);
 
 type Key = (u32, IpAddr);
 
