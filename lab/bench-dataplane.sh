@@ -212,7 +212,10 @@ done
 # Where the lost datagrams went: the TUN device's queue (the ITR did not keep up) or the ETR
 # socket's receive buffer.
 tun_drops=$(x "${P}xa" ip -s link show lisp0 | awk '/TX:/{getline; print $4}')
-rcvbuf() { x "$1" awk '/^Udp:/{if (h) {print $6} else {h=1}}' /proc/net/snmp; }
+rcvbuf() { # UDP receive-buffer overflows in a namespace, IPv4 and IPv6
+  x "$1" awk '/^Udp:/ { if (h) n += $6; h = 1 } /^Udp6RcvbufErrors/ { n += $2 } END { print n + 0 }' \
+    /proc/net/snmp /proc/net/snmp6
+}
 echo "  lost: ${tun_drops:-?} in xTR-A's TUN queue, $(rcvbuf "${P}xb") UDP receive-buffer overflows at xTR-B," \
   "$(rcvbuf "${P}hb") at host B (iperf3)"
 warnings=$(grep -h -i -E 'warn|error' "$DIR"/x?.log 2>/dev/null | head -n 5 || true)

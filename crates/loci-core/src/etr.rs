@@ -39,6 +39,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 const UPDATE_RETRIES: u32 = 3;
 /// Most such Map-Registers awaiting their Map-Notify per Map-Server.
 const MAX_UPDATES: usize = 4096;
+/// Host prefixes per Map-Register outside the round (their records stay well within
+/// [`MAX_RECORD_BYTES`], with an Instance-ID LCAF and an IPv6 locator).
+const UPDATE_PREFIXES: usize = 16;
 /// Records of a Map-Register are kept within this many bytes (one unfragmented datagram).
 const MAX_RECORD_BYTES: usize = 1200;
 
@@ -248,18 +251,21 @@ impl Etr {
     }
 
     /// Registers (or, with `withdraw`, withdraws) `prefixes` with every Map-Server now, apart
-    /// from the round. Returns the first nonce used.
+    /// from the round, [`UPDATE_PREFIXES`] to a Map-Register. Returns the first nonce used.
     fn send_update(&mut self, now: Instant, prefixes: &[EidPrefix], withdraw: bool, io: &mut Io) -> u64 {
         let first = self.last_nonce.wrapping_add(1);
         for i in 0..self.peers.len() {
-            if self.peers[i].updates.len() >= MAX_UPDATES {
-                // The next round carries them; stop retransmitting the oldest.
-                self.peers[i].updates.remove(0);
+            for chunk in prefixes.chunks(UPDATE_PREFIXES) {
+                if self.peers[i].updates.len() >= MAX_UPDATES {
+                    // The next round carries them; stop retransmitting the oldest.
+                    self.peers[i].updates.remove(0);
+                }
+                let next = now + FIRST_BACKOFF;
+                let update = Update { nonce: 0, prefixes: chunk.to_vec(), withdraw, sent: 0, next };
+                self.peers[i].updates.push(update);
+                let last = self.peers[i].updates.len() - 1;
+                self.transmit_update(i, last, io);
             }
-            let update = Update { nonce: 0, prefixes: prefixes.to_vec(), withdraw, sent: 0, next: now + FIRST_BACKOFF };
-            self.peers[i].updates.push(update);
-            let last = self.peers[i].updates.len() - 1;
-            self.transmit_update(i, last, io);
         }
         first
     }
@@ -501,8 +507,12 @@ impl Etr {
         notify: &MapNotify,
         io: &mut Io,
     ) -> NotifyVerdict {
-        let from_site = notify.xtr_id.filter(|x| x.site_id == self.config.site_id && x.xtr_id != self.config.xtr_id);
+        let from_site = notify.xtr_id.filter(|x| x.site_id == self.config.site_id);
         let (Some(from), true) = (from_site, self.mobility.is_enabled()) else { return NotifyVerdict::NotMine };
+        if from.xtr_id == self.config.xtr_id {
+            // Our own announcement, looped back by the multicast group.
+            return NotifyVerdict::Handled;
+        }
         if !self.peers.iter().any(|p| auth::verify(data, &p.keys(), false).is_ok()) {
             io.stats.mobility.forged_notifies += 1;
             io.refuse(now, None, Drop::BadAuth, remote, "map-notify-group announcement failed authentication");
@@ -657,4 +667,103 @@ fn groups(records: Vec<MapRecord>) -> Vec<Vec<MapRecord>> {
         bytes += len;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{DynamicEidRange, MobilityConfig};
+    use loci_wire::auth::SendPolicy;
+    use loci_wire::Locator;
+    use rand::SeedableRng;
+
+    fn locator() -> Locator {
+        Locator {
+            priority: 1,
+            weight: 100,
+            m_priority: 255,
+            m_weight: 0,
+            local: true,
+            probed: false,
+            reachable: true,
+            address: Address::from("203.0.113.1".parse::<IpAddr>().unwrap()),
+        }
+    }
+
+    /// An ETR with no static database and the dynamic range 10.1.9.0/24 on `site0`.
+    fn etr(now: Instant) -> Etr {
+        let config = EtrConfig {
+            database: Vec::new(),
+            map_servers: vec![RegisterPeer {
+                address: "192.0.2.10:4342".parse().unwrap(),
+                key_id: 1,
+                key: b"k".to_vec(),
+                policy: SendPolicy::default(),
+            }],
+            proxy_reply: false,
+            merge: false,
+            xtr_id: 1,
+            site_id: 1,
+            record_ttl: 1440,
+            first_nonce: 0,
+            mobility: MobilityConfig {
+                ranges: vec![DynamicEidRange {
+                    prefix: "10.1.9.0/24".parse().unwrap(),
+                    interface: "site0".into(),
+                    mode: MobilityMode::AcrossSubnet,
+                    map_notify_group: Vec::new(),
+                    gateway: None,
+                    locators: vec![locator()],
+                    max_hosts: 10,
+                }],
+                ..MobilityConfig::default()
+            },
+        };
+        Etr::new(config, &Limits::default(), now)
+    }
+
+    fn registers(io: &mut Io) -> Vec<MapRegister> {
+        io.transmits.drain(..).map(|t| MapRegister::parse(&t.data).expect("a Map-Register")).collect()
+    }
+
+    #[test]
+    fn groups_fit_a_datagram_and_keep_every_record() {
+        let records: Vec<MapRecord> = (0..600u32)
+            .map(|i| {
+                let p = EidPrefix::host(1000, IpAddr::from((0x0a00_0000 + i).to_be_bytes()));
+                record(&p, 1440, Action::NO_ACTION, true, vec![locator()])
+            })
+            .collect();
+        let g = groups(records);
+        assert!(g.len() > 1);
+        assert!(g.iter().all(|g| g.iter().map(MapRecord::wire_len).sum::<usize>() <= MAX_RECORD_BYTES));
+        assert_eq!(g.iter().map(Vec::len).sum::<usize>(), 600);
+        assert!(groups(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn a_new_host_is_registered_at_once_and_retransmitted_with_fresh_nonces() {
+        let t0 = Instant::now();
+        let (mut rng, mut io) = (StdRng::seed_from_u64(1), Io::default());
+        let mut e = etr(t0);
+        // Nothing to register yet: the first round sends nothing.
+        e.handle_timeout(t0, &mut rng, &mut io);
+        assert!(io.transmits.is_empty());
+        e.handle_host_seen(t0, 0, "10.1.9.5".parse().unwrap(), "site0", &mut io);
+        let first = registers(&mut io);
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].records.len(), 1);
+        assert_eq!(e.dynamic_eids()[0].prefix, "10.1.9.5/32".parse().unwrap());
+        assert!(matches!(io.events.back(), Some(Event::HostDetected { .. })));
+        // Unacknowledged: retransmitted after 1, 2 and 4 more seconds, each with a new nonce.
+        let mut nonces = vec![first[0].nonce];
+        for s in [1, 3, 7, 15] {
+            e.handle_timeout(t0 + Duration::from_secs(s), &mut rng, &mut io);
+            nonces.extend(registers(&mut io).iter().filter(|r| r.records.len() == 1).map(|r| r.nonce));
+        }
+        assert_eq!(nonces.len(), 4, "{nonces:?}");
+        nonces.dedup();
+        assert_eq!(nonces.len(), 4);
+        assert!(e.registrations()[0].updates.is_empty(), "left to the rounds");
+    }
 }

@@ -719,6 +719,21 @@ impl Itr {
         }
     }
 
+    /// Whether a Map-Notify looks like one for the ITR: its nonce is that of an outstanding
+    /// Map-Request (a subscription's confirmation) or follows the last one of a subscription
+    /// covering its first record (a publication). An xTR's ETR gets the others first.
+    pub fn expects_notify(&self, data: &[u8]) -> bool {
+        let Ok(n) = MapNotify::parse(data) else { return false };
+        if self.nonces.contains_key(&n.nonce) {
+            return true;
+        }
+        let Some(prefix) = n.records.first().and_then(|r| eid_from_wire(&r.eid, r.eid_mask_len)) else {
+            return false;
+        };
+        self.subscription_for(&prefix, n.nonce).is_some()
+            || self.subscriptions.covering(&prefix).any(|(_, s)| s.last_nonce == n.nonce)
+    }
+
     /// The subscribed prefix covering `prefix` whose last nonce is below `nonce` (the most
     /// specific, when several are). The Map-Server numbers each subscription's publications
     /// from its request's random nonce, so a nonce far above one's last is another's.

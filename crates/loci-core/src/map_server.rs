@@ -81,6 +81,8 @@ const MAX_DISPLACED: usize = 4;
 #[derive(Debug, Clone)]
 struct MoveNotify {
     site: usize,
+    prefix: EidPrefix,
+    registrant: Registrant,
     dst: SocketAddr,
     bytes: Vec<u8>,
     sent: usize,
@@ -342,7 +344,12 @@ impl MapServer {
             self.move_timers.pop();
             let Some(m) = self.moves.get_mut(&nonce).filter(|m| m.next == t) else { continue };
             if m.sent >= RETRANSMIT.len() {
-                tracing::info!(dst = %m.dst, "move Map-Notify never acknowledged");
+                tracing::info!(dst = %m.dst, prefix = %m.prefix, "move Map-Notify never acknowledged");
+                // It never learnt of the move, so its counter did not jump: its later
+                // registrations of the host cannot be told apart and are taken as they come.
+                if let Some(d) = self.displaced.get_mut(&m.prefix) {
+                    d.retain(|(r, n)| !(*r == m.registrant && *n == nonce));
+                }
                 self.moves.remove(&nonce);
                 continue;
             }
@@ -594,7 +601,8 @@ impl MapServer {
         io.stats.mobility.notifies_pushed += 1;
         if self.moves.len() < self.max_registrations {
             let next = now + RETRANSMIT[0];
-            self.moves.insert(nonce, MoveNotify { site, dst, bytes, sent: 1, next });
+            let m = MoveNotify { site, prefix, registrant: old.registrant, dst, bytes, sent: 1, next };
+            self.moves.insert(nonce, m);
             self.move_timers.push(Reverse((next, nonce)));
         }
     }

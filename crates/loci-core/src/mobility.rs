@@ -13,6 +13,23 @@
 //! * An away entry maps a host that left to its new RLOC set for `away_time`. It is a second
 //!   [`MapCache`], so the data plane reads it the way it reads the ITR's map-cache: lock-free
 //!   snapshots and the same `forward` verdict.
+//!
+//! What the data plane does (the daemon's side of the contract):
+//!
+//! * On an ARP, ND or IP packet from a local host on a site interface, call
+//!   `Node::handle_host_seen(now, iid, host, interface)`. In extended-subnet mode only frames
+//!   addressed to the gateway MAC count (the LAN extension does not carry that MAC, so frames
+//!   flooded across it never make both sites claim a host). New sources at once; known hosts
+//!   need no more than a call per second or so (it only restarts their timers).
+//! * `Event::HostDetected`: install the host route (/32, /128) towards the interface; in
+//!   across-subnet mode also answer ARP/ND for the range's gateway and proxy it for the home
+//!   subnet. `Event::HostRemoved`: remove the route. `Event::ProbeHost`: send an ARP request or
+//!   Neighbor Solicitation to the host.
+//! * ETR workers look the inner destination of every decapsulated packet up in
+//!   `Node::away_reader()`: a hit means re-encapsulate to the RLOC it gives, and report the
+//!   packet with `Node::handle_away_packet(now, iid, eid, outer_source)` (the core rate limits
+//!   the SMRs; the worker may report only the first packet per flow and second).
+//! * Persist `Etr::last_nonce()` after Map-Notifies too: accepting a move moves it forward.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};

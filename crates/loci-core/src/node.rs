@@ -177,11 +177,13 @@ impl Node {
             },
             message_type::MAP_NOTIFY => {
                 io.stats.received("Map-Notify");
-                // The ETR's (acknowledgements, moves, site announcements) first; what it does
-                // not recognise may be a publication for the ITR.
+                // Publications and confirmations the ITR recognises by nonce go to it; the
+                // ETR takes acknowledgements, moves and site announcements; what neither
+                // recognises goes to the ITR, which counts it.
+                let for_itr = self.itr.as_ref().is_some_and(|i| i.expects_notify(data));
                 let verdict = match &mut self.etr {
-                    Some(etr) => etr.handle_notify(now, remote, data, io),
-                    None => NotifyVerdict::NotMine,
+                    Some(etr) if !for_itr => etr.handle_notify(now, remote, data, io),
+                    _ => NotifyVerdict::NotMine,
                 };
                 match (verdict, &mut self.itr) {
                     (NotifyVerdict::Handled, _) => {}
@@ -270,6 +272,11 @@ impl Node {
     /// The dynamic EIDs of this xTR (`loci show dynamic-eids`).
     pub fn dynamic_eids(&self) -> Vec<DynamicEidView> {
         self.etr.as_ref().map(Etr::dynamic_eids).unwrap_or_default()
+    }
+
+    /// The data plane's handle on the away entries (ETR role): see [`Etr::away_reader`].
+    pub fn away_reader(&self) -> Option<crate::map_cache::MapCacheReader> {
+        self.etr.as_ref().map(Etr::away_reader)
     }
 
     /// Hosts that moved away, with their new RLOCs.

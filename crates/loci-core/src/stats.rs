@@ -105,6 +105,37 @@ pub struct MobilityStats {
     pub replayed_notifies: u64,
 }
 
+impl MobilityStats {
+    /// Every counter with its stable name (for `loci show stats` and metrics).
+    pub fn named(&self) -> [(&'static str, u64); 23] {
+        [
+            ("hosts_detected", self.hosts_detected),
+            ("hosts_outside_ranges", self.hosts_outside_ranges),
+            ("hosts_refused", self.hosts_refused),
+            ("probes", self.probes),
+            ("hosts_silent", self.hosts_silent),
+            ("moves_away", self.moves_away),
+            ("group_notifies_sent", self.group_notifies_sent),
+            ("group_notifies_accepted", self.group_notifies_accepted),
+            ("away_packets", self.away_packets),
+            ("smrs_sent", self.smrs_sent),
+            ("smrs_suppressed", self.smrs_suppressed),
+            ("smrs_received", self.smrs_received),
+            ("smrs_accepted", self.smrs_accepted),
+            ("smrs_ignored", self.smrs_ignored),
+            ("smrs_rate_limited", self.smrs_rate_limited),
+            ("moves", self.moves),
+            ("move_notifies", self.move_notifies),
+            ("stale_registrations", self.stale_registrations),
+            ("notifies_pushed", self.notifies_pushed),
+            ("notifies_acked", self.notifies_acked),
+            ("publications_applied", self.publications_applied),
+            ("forged_notifies", self.forged_notifies),
+            ("replayed_notifies", self.replayed_notifies),
+        ]
+    }
+}
+
 impl Stats {
     pub fn received(&mut self, name: &'static str) {
         *self.received.entry(name).or_default() += 1;

@@ -220,7 +220,7 @@ impl Worker {
     }
 
     /// Forwards the waiting packets whose destination has a mapping in a new snapshot, and
-    /// drops those that waited too long. Returns the buffers in use.
+    /// drops those that waited too long. Returns the buffers in use, at most `RING - READ_MAX`.
     fn send_waiting(
         &mut self,
         bufs: &mut [Vec<u8>],
@@ -241,7 +241,8 @@ impl Worker {
             self.waiting.take_ready(now, |iid, dst| snap.forward(iid, dst, 0, families) != Forward::Miss, ready);
         self.counters.drop_packets(Drop::MissQueueExpired, expired as u64);
         for slot in ready.drain(..) {
-            if used == RING {
+            // Leave room for the next TUN read.
+            if used == RING - READ_MAX {
                 self.batch.send(&self.senders, bufs, &self.counters);
                 used = 0;
             }

@@ -31,6 +31,8 @@ const R: &str = "198.51.100.1";
 const XTR_A: u128 = 0xa;
 const XTR_B: u128 = 0xb;
 const HOST: &str = "10.1.9.10";
+/// A second range, IPv6 in instance 5.
+const V6_RANGE: &str = "[5]2001:db8:9::/64";
 
 struct World {
     sim: Sim,
@@ -49,11 +51,27 @@ struct Options {
     /// The remote ITR acts on SMRs.
     smr: bool,
     max_hosts: usize,
+    /// A is an ITR too, subscribing like R.
+    a_is_itr: bool,
 }
 
 impl Options {
     fn new(mode: MobilityMode) -> Self {
-        Options { mode, subscribe: true, smr: true, max_hosts: 1000 }
+        Options { mode, subscribe: true, smr: true, max_hosts: 1000, a_is_itr: false }
+    }
+}
+
+/// An ITR at `addr` using the Map-Resolver.
+fn itr_config(addr: &str, xtr_id: u128, o: Options) -> ItrConfig {
+    ItrConfig {
+        map_resolvers: vec![SocketAddr::new(ip(MS), 4342)],
+        rlocs: vec![ip(addr)],
+        subscribe: o.subscribe,
+        smr: o.smr,
+        xtr_id,
+        site_id: 7,
+        pubsub_key: Some((1, KEY.to_vec())),
+        ..Default::default()
     }
 }
 
@@ -62,18 +80,17 @@ impl Options {
 fn xtr(name: &str, addr: &str, local: &str, xtr_id: u128, peer: &str, o: Options) -> NodeConfig {
     let mut cfg = etr(name, MS, KEY, vec![(local, vec![rloc(addr, 1, 100)])], xtr_id);
     let group = if o.mode == MobilityMode::ExtendedSubnet { vec![ip(peer)] } else { Vec::new() };
-    cfg.etr.as_mut().unwrap().mobility = MobilityConfig {
-        ranges: vec![DynamicEidRange {
-            prefix: prefix("10.1.9.0/24"),
-            interface: "site0".into(),
-            mode: o.mode,
-            map_notify_group: group,
-            gateway: None,
-            locators: vec![rloc(addr, 1, 100)],
-            max_hosts: o.max_hosts,
-        }],
-        ..MobilityConfig::default()
+    let range = |p: &str| DynamicEidRange {
+        prefix: prefix(p),
+        interface: "site0".into(),
+        mode: o.mode,
+        map_notify_group: group.clone(),
+        gateway: None,
+        locators: vec![rloc(addr, 1, 100)],
+        max_hosts: o.max_hosts,
     };
+    let ranges = vec![range("10.1.9.0/24"), range(V6_RANGE)];
+    cfg.etr.as_mut().unwrap().mobility = MobilityConfig { ranges, ..MobilityConfig::default() };
     cfg
 }
 
@@ -81,23 +98,17 @@ fn xtr(name: &str, addr: &str, local: &str, xtr_id: u128, peer: &str, o: Options
 /// the site, and a remote ITR R.
 fn world(seed: u64, o: Options) -> World {
     let mut sim = Sim::new(seed);
-    let ms = sim.add_node(map_server("ms", vec![site("dc", KEY, &["10.1.0.0/16", "10.2.0.0/16"])]), &[ip(MS)]);
-    let a = sim.add_node(xtr("a", A, "10.1.1.0/24", XTR_A, B, o), &[ip(A)]);
+    let ms = sim.add_node(
+        map_server("ms", vec![site("dc", KEY, &["10.1.0.0/16", "10.2.0.0/16", "[5]2001:db8::/32"])]),
+        &[ip(MS)],
+    );
+    let mut a_cfg = xtr("a", A, "10.1.1.0/24", XTR_A, B, o);
+    if o.a_is_itr {
+        a_cfg.itr = Some(itr_config(A, XTR_A, o));
+    }
+    let a = sim.add_node(a_cfg, &[ip(A)]);
     let b = sim.add_node(xtr("b", B, "10.2.1.0/24", XTR_B, A, o), &[ip(B)]);
-    let itr = NodeConfig {
-        name: "r".into(),
-        itr: Some(ItrConfig {
-            map_resolvers: vec![SocketAddr::new(ip(MS), 4342)],
-            rlocs: vec![ip(R)],
-            subscribe: o.subscribe,
-            smr: o.smr,
-            xtr_id: 0x99,
-            site_id: 7,
-            pubsub_key: Some((1, KEY.to_vec())),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let itr = NodeConfig { name: "r".into(), itr: Some(itr_config(R, 0x99, o)), ..Default::default() };
     let r = sim.add_node(itr, &[ip(R)]);
     sim.run_for(Duration::from_secs(2));
     World { sim, ms, a, b, r }
@@ -287,18 +298,38 @@ fn pubsub_path_with_smr_off() {
     assert_eq!(sr.mobility.publications_applied, 2);
 }
 
-#[test]
-fn a_hundred_hosts_move_at_once() {
-    let mut w = world(4, Options::new(MobilityMode::ExtendedSubnet));
+/// 100 hosts detected at A and resolved by R.
+fn hundred_hosts(w: &mut World) -> Vec<String> {
     let hosts: Vec<String> = (1..=100).map(|i| format!("10.1.9.{i}")).collect();
-    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     for h in &hosts {
         w.seen(w.a, h);
     }
     w.sim.run_for(Duration::from_millis(10));
     for h in &hosts {
-        resolve(&mut w, h, A);
+        resolve(w, h, A);
     }
+    hosts
+}
+
+#[test]
+fn a_hundred_hosts_move_at_once_by_smr() {
+    let o = Options { subscribe: false, ..Options::new(MobilityMode::AcrossSubnet) };
+    let mut w = world(11, o);
+    let hosts = hundred_hosts(&mut w);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    for h in &hosts {
+        w.seen(w.b, h);
+    }
+    let took = stream(&mut w, &hosts, B, Duration::from_millis(500)).expect("all converged by SMR");
+    assert!(took <= Duration::from_millis(50), "100 hosts converged by SMR in {took:?}");
+    assert_eq!(w.sim.node(w.a).stats().mobility.smrs_sent, 100);
+}
+
+#[test]
+fn a_hundred_hosts_move_at_once() {
+    let mut w = world(4, Options::new(MobilityMode::ExtendedSubnet));
+    let hosts = hundred_hosts(&mut w);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let start = w.sim.elapsed();
     for h in &hosts {
         w.seen(w.b, h);
@@ -499,6 +530,12 @@ fn host_seen_flood_is_bounded() {
     assert!(s.hosts_refused > 0 && s.hosts_outside_ranges > 4000, "{s:?}");
     let registered = w.sim.node(w.ms).map_server().unwrap().registrations().len();
     assert!(registered <= 2 + 64, "{registered} registrations");
+    // None of them answers probes: all withdrawn together, in Map-Registers that fit datagrams.
+    w.sim.run_for(Duration::from_secs(400));
+    assert!(w.sim.node(w.b).dynamic_eids().is_empty());
+    assert_eq!(w.sim.node(w.b).stats().mobility.hosts_silent, 64);
+    assert_eq!(w.sim.node(w.ms).map_server().unwrap().registrations().len(), 2, "the two static prefixes");
+    assert!(w.sim.trace().iter().all(|e| e.data.len() <= 1400));
 }
 
 #[test]
@@ -545,4 +582,73 @@ fn register_in_flight_when_the_host_moved_does_not_move_it_back() {
     w.sim.run_for(Duration::from_secs(120));
     assert_eq!(registered_at(&w, HOST), Some(ip(B)));
     assert!(w.sim.node(w.ms).map_server().unwrap().registration(&prefix("10.1.1.0/24")).is_some());
+}
+
+#[test]
+fn ipv6_host_in_an_instance_moves() {
+    let mut w = world(10, Options::new(MobilityMode::AcrossSubnet));
+    let host = ip("2001:db8:9::10");
+    let now = w.sim.now();
+    w.sim.node_mut(w.a).handle_host_seen(now, 5, host, "site0");
+    w.sim.run_for(Duration::from_millis(10));
+    assert_eq!(w.sim.node(w.a).dynamic_eids()[0].prefix, prefix("[5]2001:db8:9::10/128"));
+    let (now, r) = (w.sim.now(), w.r);
+    w.sim.node_mut(r).handle_miss(now, 5, host, ip("2001:db8:77::1"));
+    w.sim.run_for(Duration::from_millis(10));
+    let at_r = |w: &World| match w.sim.node(w.r).itr().unwrap().reader().load_full().forward(5, host, 1, Families::ALL)
+    {
+        Forward::Encapsulate(a) => Some(a),
+        _ => None,
+    };
+    assert_eq!(at_r(&w), Some(ip(A)));
+    assert_eq!(rloc_at_r(&w, "2001:db8:9::10"), None, "instance 0 knows nothing of it");
+    let now = w.sim.now();
+    w.sim.node_mut(w.b).handle_host_seen(now, 5, host, "site0");
+    w.sim.run_for(Duration::from_millis(5));
+    assert_eq!(at_r(&w), Some(ip(B)));
+    assert!(w.sim.node(w.a).dynamic_eids().is_empty());
+    assert_eq!(w.sim.node(w.a).away_entries()[0].prefix, prefix("[5]2001:db8:9::10/128"));
+}
+
+#[test]
+fn map_notify_group_withdraws_before_the_map_server_speaks() {
+    let mut w = world(12, Options::new(MobilityMode::ExtendedSubnet));
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    // The Map-Server is far from both xTRs; the LAN extension between them is short.
+    w.sim.set_link_delay(w.ms, w.a, Duration::from_millis(40));
+    w.sim.set_link_delay(w.ms, w.b, Duration::from_millis(40));
+    w.seen(w.b, HOST);
+    w.sim.run_for(Duration::from_millis(2));
+    assert!(!has_host(&w, w.a, HOST), "withdrawn on B's announcement");
+    assert_eq!(w.sim.node(w.a).away_entries()[0].rlocs, [ip(B)]);
+    assert_eq!(registered_at(&w, HOST), Some(ip(A)), "the Map-Server has not heard yet");
+    w.sim.run_for(Duration::from_millis(200));
+    assert_eq!(registered_at(&w, HOST), Some(ip(B)));
+    assert_eq!(w.sim.node(w.a).stats().mobility.moves_away, 1);
+}
+
+#[test]
+fn an_xtr_that_is_also_an_itr_tells_its_notifies_apart() {
+    let o = Options { a_is_itr: true, ..Options::new(MobilityMode::AcrossSubnet) };
+    let mut w = world(13, o);
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    w.seen(w.b, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    assert_eq!(w.sim.node(w.a).away_entries().len(), 1);
+    // A's own hosts now send to HOST: A's ITR subscribes; its confirmation, signed with the
+    // same key as the Map-Server's move notices, goes to the ITR, not the ETR.
+    let now = w.sim.now();
+    w.sim.node_mut(w.a).handle_miss(now, 0, ip(HOST), ip("10.1.1.5"));
+    w.sim.run_for(Duration::from_millis(10));
+    let itr = w.sim.node(w.a).itr().unwrap();
+    assert_eq!(itr.map_cache().lookup(0, ip(HOST)).map(|(_, m)| m.rlocs[0].addr), Some(ip(B)));
+    assert_eq!(itr.subscriptions().len(), 1);
+    // Home again: the ETR takes the host back, the ITR gets the publication.
+    w.seen(w.a, HOST);
+    w.sim.run_for(Duration::from_millis(10));
+    assert!(has_host(&w, w.a, HOST) && w.sim.node(w.a).away_entries().is_empty());
+    let s = w.sim.node(w.a).stats().mobility.clone();
+    assert_eq!((s.publications_applied, s.forged_notifies, s.replayed_notifies), (1, 0, 0), "{s:?}");
 }

@@ -26,6 +26,9 @@
 //! - `EtrConfig::first_nonce` is 0: the daemon replaces it with the nonce saved in `state-dir`.
 //! - `xtr.rlocs` (our RLOCs: the ETR data plane listens on them, the ITR sends from them and
 //!   names them as ITR-RLOCs): the `local` locators of the database.
+//! - `[[xtr.instance.dynamic-eid]]`: `mode` extended-subnet, no map-notify-group, `max-hosts`
+//!   4096; hosts are registered with our RLOCs (`xtr.rlocs`), priority 1, weight 100.
+//!   `xtr.pubsub` (the key Map-Servers sign publications with) makes the ITR subscribe.
 //! - `[xtr.data-plane]`: `underlay-mtu` 1500 (the TUN devices get 36 or 56 bytes less),
 //!   `flow-cache` 4096 slots per ITR worker; `xtr.map-cache-size`: 100 000 entries.
 //! - `[xtr.probing]` (ITR role): on, `interval-ms` 1000 and `misses-to-down` 2 (RFC 9301 §5.3's
@@ -47,8 +50,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use loci_core::config::{
-    DatabaseMapping, EtrConfig, Limits, MapResolverConfig, MapServerConfig, MapServerPeer, NodeConfig, PubSubPolicy,
-    RegisterPeer, SiteConfig, SiteEidPrefix,
+    DatabaseMapping, DynamicEidRange, EtrConfig, Gateway, Limits, MapResolverConfig, MapServerConfig, MapServerPeer,
+    MobilityConfig, MobilityMode, NodeConfig, PubSubPolicy, RegisterPeer, SiteConfig, SiteEidPrefix,
 };
 use loci_core::eid::EidPrefix;
 use loci_core::probing::{FastFailover, ProbingConfig};
@@ -62,6 +65,8 @@ pub const DEFAULT_MAX_REGISTRATIONS: usize = 2_000_000;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100_000;
 /// One day, in minutes (RFC 9301 §8.2).
 pub const DEFAULT_RECORD_TTL: u32 = 1440;
+/// Hosts per dynamic-EID range, unless `max-hosts` says otherwise.
+pub const DEFAULT_MAX_DYNAMIC_HOSTS: usize = 4096;
 /// A key file larger than this is not a secret but a wrong path (and `/dev/zero` must not hang us).
 const MAX_KEY_FILE: u64 = 4096;
 /// Upper bound of every `*-secs` limit: one day.
@@ -380,6 +385,8 @@ struct RawXtr {
     record_ttl: Option<u32>,
     rlocs: Option<Vec<String>>,
     map_cache_size: Option<usize>,
+    /// The key Map-Servers sign publications with (RFC 9437); the ITR subscribes when given.
+    pubsub: Option<RawAuth>,
     data_plane: Option<RawDataPlane>,
     probing: Option<RawProbing>,
     #[serde(default)]
@@ -444,6 +451,34 @@ struct RawInstance {
     table: Option<u32>,
     #[serde(default)]
     database: Vec<RawMapping>,
+    #[serde(default)]
+    dynamic_eid: Vec<RawDynamicEid>,
+}
+
+/// `[[xtr.instance.dynamic-eid]]`: a range whose hosts become dynamic EIDs (DESIGN §5).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDynamicEid {
+    prefix: String,
+    interface: String,
+    mode: Option<RawMobilityMode>,
+    map_notify_group: Option<String>,
+    gateway: Option<RawGateway>,
+    max_hosts: Option<usize>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawMobilityMode {
+    ExtendedSubnet,
+    AcrossSubnet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGateway {
+    address: String,
+    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -1036,6 +1071,7 @@ impl<'a> Ctx<'a> {
         }
 
         let mut database: Vec<DatabaseMapping> = Vec::new();
+        let mut ranges: Vec<DynamicEidRange> = Vec::new();
         let mut instances: Vec<loci_dataplane::Instance> = Vec::new();
         // Whether an instance with a TUN device carries IPv6 EIDs (its MTU must then be >= 1280).
         let mut v6_eids: Option<String> = None;
@@ -1077,6 +1113,9 @@ impl<'a> Ctx<'a> {
                 }
                 database.push(DatabaseMapping { prefix, locators });
             }
+            for (j, d) in inst.dynamic_eid.iter().enumerate() {
+                ranges.push(self.dynamic_eid(&format!("{at}.dynamic-eid[{j}]"), d, inst.iid, &ranges)?);
+            }
             match &inst.tun {
                 Some(tun) => {
                     // Linux interface names: 1-15 bytes, no '/', no whitespace.
@@ -1115,7 +1154,10 @@ impl<'a> Ctx<'a> {
                 None => {}
             }
         }
-        if is_etr && database.is_empty() {
+        if !ranges.is_empty() && !is_etr {
+            return Err(self.err("xtr.instance", "dynamic EIDs are registered by the etr role: add \"etr\" to roles"));
+        }
+        if is_etr && database.is_empty() && ranges.is_empty() {
             return Err(self.err(
                 "xtr.instance",
                 "the etr role needs a database: add [[xtr.instance]] with database = [{ prefix = ..., rlocs = [...] }]",
@@ -1128,6 +1170,26 @@ impl<'a> Ctx<'a> {
         }
 
         let rlocs = self.rlocs(raw, &database)?;
+        if !ranges.is_empty() && rlocs.is_empty() {
+            return Err(self.err("xtr.rlocs", "dynamic EIDs are registered with our RLOCs: list xtr.rlocs"));
+        }
+        // Hosts are registered with our own locators.
+        let own: Vec<Locator> = rlocs
+            .iter()
+            .map(|&a| Locator {
+                priority: 1,
+                weight: 100,
+                m_priority: 255,
+                m_weight: 0,
+                local: true,
+                probed: false,
+                reachable: true,
+                address: Address::from(a),
+            })
+            .collect();
+        for r in &mut ranges {
+            r.locators = own.clone();
+        }
         if is_itr {
             self.itr_rlocs(&rlocs, &map_resolvers, node)?;
         }
@@ -1177,6 +1239,13 @@ impl<'a> Ctx<'a> {
                 rlocs: rlocs.clone(),
                 ..Default::default()
             };
+            if let Some(p) = &raw.pubsub {
+                let auth = self.auth("xtr.pubsub", p, false)?;
+                if auth.keys.len() > 1 {
+                    return Err(self.err("xtr.pubsub.keys", "give exactly one pub/sub key"));
+                }
+                c.pubsub_key = auth.keys.into_iter().next();
+            }
             if let Some(n) = raw.map_cache_size {
                 if n == 0 || n > 10_000_000 {
                     return Err(self.err("xtr.map-cache-size", format!("{n} is out of range 1-10000000")));
@@ -1185,6 +1254,8 @@ impl<'a> Ctx<'a> {
             }
             c.probing = self.probing(raw.probing.as_ref())?;
             itr = Some(c);
+        } else if raw.pubsub.is_some() {
+            return Err(self.err("xtr.pubsub", "only the itr role subscribes"));
         } else if raw.map_cache_size.is_some() {
             return Err(self.err("xtr.map-cache-size", "only the itr role has a map-cache"));
         } else if raw.probing.is_some() {
@@ -1199,6 +1270,9 @@ impl<'a> Ctx<'a> {
         if record_ttl == 0 {
             return Err(self.err("xtr.record-ttl", "a TTL of 0 would make every cache drop our mappings at once"));
         }
+        if let Some(itr) = &mut itr {
+            (itr.xtr_id, itr.site_id) = (xtr_id, raw.site_id);
+        }
         let etr = is_etr.then_some(EtrConfig {
             database,
             map_servers,
@@ -1208,9 +1282,66 @@ impl<'a> Ctx<'a> {
             site_id: raw.site_id,
             record_ttl,
             first_nonce: 0,
-            mobility: Default::default(),
+            mobility: MobilityConfig { ranges, ..MobilityConfig::default() },
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
+    }
+
+    /// One `[[xtr.instance.dynamic-eid]]` of instance `iid` (its locators are filled in later).
+    fn dynamic_eid(
+        &self,
+        at: &str,
+        raw: &RawDynamicEid,
+        iid: u32,
+        ranges: &[DynamicEidRange],
+    ) -> Result<DynamicEidRange> {
+        let prefix = self.eid_prefix(&format!("{at}.prefix"), &raw.prefix, Some(iid))?;
+        if let Some(other) = ranges.iter().find(|r| r.prefix.overlaps(&prefix)) {
+            return Err(self.err(&format!("{at}.prefix"), format!("{prefix} overlaps the range {}", other.prefix)));
+        }
+        let iface = &raw.interface;
+        if iface.is_empty() || iface.len() > 15 || iface.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
+        {
+            return Err(self.err(&format!("{at}.interface"), format!("{iface:?} is not an interface name")));
+        }
+        let mode = match raw.mode.unwrap_or(RawMobilityMode::ExtendedSubnet) {
+            RawMobilityMode::ExtendedSubnet => MobilityMode::ExtendedSubnet,
+            RawMobilityMode::AcrossSubnet => MobilityMode::AcrossSubnet,
+        };
+        let mut map_notify_group = Vec::new();
+        if let Some(g) = &raw.map_notify_group {
+            let field = format!("{at}.map-notify-group");
+            let ip = self.ip(&field, g)?;
+            if mode == MobilityMode::AcrossSubnet {
+                return Err(self.err(&field, "across-subnet mode has no LAN extension to send it on"));
+            }
+            if !ip.is_multicast() {
+                return Err(self.err(&field, format!("{ip} is not a multicast group")));
+            }
+            map_notify_group.push(ip);
+        }
+        let gateway = match &raw.gateway {
+            None => None,
+            Some(g) => {
+                let address = self.ip(&format!("{at}.gateway.address"), &g.address)?;
+                if !prefix.contains(address) {
+                    return Err(self.err(&format!("{at}.gateway.address"), format!("{address} is outside {prefix}")));
+                }
+                let mac = parse_mac(&g.mac).ok_or_else(|| {
+                    self.err(
+                        &format!("{at}.gateway.mac"),
+                        format!("{:?} is not a MAC address (00:00:5e:00:01:01)", g.mac),
+                    )
+                })?;
+                Some(Gateway { address, mac })
+            }
+        };
+        let max_hosts = raw.max_hosts.unwrap_or(DEFAULT_MAX_DYNAMIC_HOSTS);
+        if max_hosts == 0 || max_hosts > 1_000_000 {
+            return Err(self.err(&format!("{at}.max-hosts"), format!("{max_hosts} is out of range 1-1000000")));
+        }
+        let interface = iface.clone();
+        Ok(DynamicEidRange { prefix, interface, mode, map_notify_group, gateway, locators: Vec::new(), max_hosts })
     }
 
     /// `[xtr.probing]`: RLOC probing is on unless `enabled = false`.
@@ -1430,6 +1561,17 @@ struct Auth {
     keys: Vec<(u8, Vec<u8>)>,
 }
 
+/// `aa:bb:cc:dd:ee:ff` (or with dashes).
+fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in &mut out {
+        let p = parts.next().filter(|p| p.len() == 2)?;
+        *b = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
 /// FNV-1a, 128-bit: a stable (documented, version-independent) hash for the default xTR-ID.
 fn fnv1a_128(data: &[u8]) -> u128 {
     const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
@@ -1487,6 +1629,74 @@ map-servers = [{ address = "192.0.2.10", auth = { algorithm = "hmac-sha256-128",
 [[xtr.instance]]
 database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
 "#;
+
+    #[test]
+    fn dynamic_eids_and_pubsub() {
+        let text = r#"
+[node]
+name = "xtr-a"
+[xtr]
+roles = ["itr", "etr"]
+map-servers = [{ address = "192.0.2.10", auth = { algorithm = "hmac-sha256-128", key = "k" } }]
+map-resolvers = ["192.0.2.10"]
+rlocs = ["203.0.113.1"]
+site-id = 3
+pubsub = { algorithm = "hmac-sha256-128", key = "p", key-id = 2 }
+[[xtr.instance]]
+iid = 0
+tun = "loci0"
+[[xtr.instance.dynamic-eid]]
+prefix = "10.1.9.0/24"
+interface = "site0"
+mode = "extended-subnet"
+map-notify-group = "239.1.1.1"
+gateway = { address = "10.1.9.1", mac = "00:00:5e:00:01:01" }
+[[xtr.instance.dynamic-eid]]
+prefix = "2001:db8:9::/64"
+interface = "site0"
+mode = "across-subnet"
+max-hosts = 10
+"#;
+        let c = check(text).expect("valid");
+        let etr = c.core.etr.expect("an etr with only dynamic EIDs");
+        assert!(etr.database.is_empty());
+        let [r4, r6] = &etr.mobility.ranges[..] else { panic!("two ranges") };
+        assert_eq!((r4.prefix, r4.mode, r4.max_hosts), (eid("10.1.9.0/24"), MobilityMode::ExtendedSubnet, 4096));
+        assert_eq!(r4.map_notify_group, [ip("239.1.1.1")]);
+        assert_eq!(r4.gateway, Some(Gateway { address: ip("10.1.9.1"), mac: [0, 0, 0x5e, 0, 1, 1] }));
+        assert_eq!(r4.locators[0].address, Address::from(ip("203.0.113.1")));
+        assert_eq!((r6.mode, r6.max_hosts, r6.gateway), (MobilityMode::AcrossSubnet, 10, None));
+        let itr = c.core.itr.expect("itr");
+        assert_eq!(itr.pubsub_key, Some((2, b"p".to_vec())));
+        assert_eq!((itr.xtr_id, itr.site_id), (fnv1a_128(b"xtr-a"), 3));
+
+        let base = "[node]\nname = \"x\"\n[xtr]\nroles = [\"etr\"]\nrlocs = [\"203.0.113.1\"]\nmap-servers = [{ address = \"192.0.2.10\", auth = { algorithm = \"hmac-sha256-128\", key = \"k\" } }]\n[[xtr.instance]]\n[[xtr.instance.dynamic-eid]]\ninterface = \"site0\"\n";
+        // The extra lines start at line 10; the prefix comes first, the faulty key on the last.
+        let bad = |extra: &str, field: &str, reason: &str| {
+            fails(&format!("{base}{extra}"), 9 + extra.lines().count(), field, reason)
+        };
+        bad(
+            "prefix = \"10.1.9.0/24\"\nmode = \"across-subnet\"\nmap-notify-group = \"239.1.1.1\"",
+            "xtr.instance[0].dynamic-eid[0].map-notify-group",
+            "no LAN extension",
+        );
+        bad(
+            "prefix = \"10.1.9.0/24\"\nmap-notify-group = \"10.0.0.1\"",
+            "xtr.instance[0].dynamic-eid[0].map-notify-group",
+            "not a multicast",
+        );
+        bad(
+            "prefix = \"10.1.9.0/24\"\ngateway = { address = \"10.1.9.1\", mac = \"00:00:5e\" }",
+            "xtr.instance[0].dynamic-eid[0].gateway.mac",
+            "not a MAC",
+        );
+        bad(
+            "prefix = \"10.1.9.0/24\"\ngateway = { address = \"10.2.9.1\", mac = \"00:00:5e:00:01:01\" }",
+            "xtr.instance[0].dynamic-eid[0].gateway.address",
+            "outside",
+        );
+        bad("prefix = \"10.1.9.0/24\"\nmax-hosts = 0", "xtr.instance[0].dynamic-eid[0].max-hosts", "out of range");
+    }
 
     #[test]
     fn minimal_configs_are_valid() {

@@ -134,13 +134,20 @@ fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
         let share = e["share_pct"].as_f64().expect("share");
         assert!((20.0..=80.0).contains(&share), "{} carried {share:.1} % of the flows' packets: {flows:#}", e["node"]);
     }
-    // The priority-2 backup locator stays idle while both priority-1 locators are up; the
-    // priority-1 ones carried what their ETRs decapsulated.
+    // The priority-2 backup locator carries no data while both priority-1 locators are up: the
+    // router's link counter towards it sees only xTR-B's RLOC probes (one per second, RFC 9301
+    // §5.3 rate), never the thousands of packets a share of the flows would be. The priority-1
+    // ones carry the flows.
     let locators = flows["locators"].as_array().expect("locators");
     let count = |a: &str| locators.iter().find(|l| l["address"] == a).and_then(|l| l["packets"].as_u64());
-    assert_eq!(count("203.0.113.9"), Some(0), "the backup locator carried traffic: {flows:#}");
-    assert!(count("203.0.113.1") >= etrs[0]["decapsulated"].as_u64(), "{flows:#}");
-    assert!(count("203.0.113.5") >= etrs[1]["decapsulated"].as_u64(), "{flows:#}");
+    let probes = flows["secs"].as_u64().expect("secs") + 2;
+    let backup = count("203.0.113.9").expect("backup counted");
+    assert!(backup <= probes, "the backup locator carried {backup} packets, more than probes: {flows:#}");
+    // (The router counts sk_buffs: with UDP GSO one may hold several encapsulated packets, so
+    // these counts are not compared with the ETRs' per-packet ones.)
+    for a in ["203.0.113.1", "203.0.113.5"] {
+        assert!(count(a).expect("counted") > 10 * probes, "{a} carried no flows: {flows:#}");
+    }
 
     // What `loci show` reported: D1's prefix in xTR-B's map-cache with the whole locator set,
     // and C1's prefix in the gateway's (the way back).
