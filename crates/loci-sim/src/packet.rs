@@ -12,6 +12,12 @@ const TTL: u8 = 64;
 
 /// A UDP datagram from `src`:`sport` to `dst`:`dport` (addresses of one family).
 pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    udp_datagram(src, sport, dst, dport, payload, TTL, 0)
+}
+
+/// What a UDP socket sends for `payload`: the IP and UDP headers a kernel writes, with TTL (hop
+/// limit) `ttl`, TOS (traffic class) `tos`, DF set on IPv4 and the UDP checksum.
+pub fn udp_datagram(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8], ttl: u8, tos: u8) -> Vec<u8> {
     let len = 8 + payload.len();
     let mut seg = Vec::with_capacity(len);
     seg.extend_from_slice(&sport.to_be_bytes());
@@ -21,7 +27,7 @@ pub fn udp(src: IpAddr, sport: u16, dst: IpAddr, dport: u16, payload: &[u8]) -> 
     seg.extend_from_slice(payload);
     let c = checksum::udp(src, dst, &seg);
     seg[6..8].copy_from_slice(&c.to_be_bytes());
-    ip(src, dst, UDP, seg)
+    ip(src, dst, UDP, ttl, tos, seg)
 }
 
 /// A TCP SYN from `src`:`sport` to `dst`:`dport` (the first packet of a connection).
@@ -35,14 +41,14 @@ pub fn tcp_syn(src: IpAddr, sport: u16, dst: IpAddr, dport: u16) -> Vec<u8> {
     seg[14..16].copy_from_slice(&65535u16.to_be_bytes());
     let c = checksum::finish(checksum::add(checksum::pseudo_header(src, dst, TCP, 20), &seg));
     seg[16..18].copy_from_slice(&c.to_be_bytes());
-    ip(src, dst, TCP, seg)
+    ip(src, dst, TCP, TTL, 0, seg)
 }
 
-/// An IP header (TTL 64) in front of `l4`. Mixed families are a scenario's programming error.
-fn ip(src: IpAddr, dst: IpAddr, proto: u8, l4: Vec<u8>) -> Vec<u8> {
+/// An IP header in front of `l4`. Mixed families are a scenario's programming error.
+fn ip(src: IpAddr, dst: IpAddr, proto: u8, ttl: u8, tos: u8, l4: Vec<u8>) -> Vec<u8> {
     match (src, dst) {
         (IpAddr::V4(s), IpAddr::V4(d)) => {
-            let mut p = vec![0x45, 0, 0, 0, 0, 0, 0x40, 0, TTL, proto, 0, 0];
+            let mut p = vec![0x45, tos, 0, 0, 0, 0, 0x40, 0, ttl, proto, 0, 0];
             p[2..4].copy_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
             p.extend_from_slice(&s.octets());
             p.extend_from_slice(&d.octets());
@@ -52,9 +58,9 @@ fn ip(src: IpAddr, dst: IpAddr, proto: u8, l4: Vec<u8>) -> Vec<u8> {
             p
         }
         (IpAddr::V6(s), IpAddr::V6(d)) => {
-            let mut p = vec![0x60, 0, 0, 0];
+            let mut p = vec![0x60 | (tos >> 4), tos << 4, 0, 0];
             p.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-            p.extend_from_slice(&[proto, TTL]);
+            p.extend_from_slice(&[proto, ttl]);
             p.extend_from_slice(&s.octets());
             p.extend_from_slice(&d.octets());
             p.extend(l4);
@@ -71,6 +77,10 @@ pub struct Summary {
     pub dst: IpAddr,
     pub proto: u8,
     pub ttl: u8,
+    /// IPv4 TOS / IPv6 traffic class.
+    pub tos: u8,
+    /// Where the transport header starts.
+    pub l4: usize,
     /// Source and destination ports (TCP and UDP).
     pub ports: Option<(u16, u16)>,
     /// TCP flags.
@@ -80,23 +90,24 @@ pub struct Summary {
 impl Summary {
     /// Reads an IPv4 or IPv6 packet (no IPv6 extension headers); `None` when it is neither.
     pub fn parse(p: &[u8]) -> Option<Summary> {
-        let (src, dst, proto, ttl, l4) = match p.first()? >> 4 {
+        let (src, dst, proto, ttl, tos, at) = match p.first()? >> 4 {
             4 if p.len() >= 20 => {
                 let ihl = usize::from(p[0] & 0x0f) * 4;
                 let a = |i: usize| IpAddr::V4(Ipv4Addr::new(p[i], p[i + 1], p[i + 2], p[i + 3]));
-                (a(12), a(16), p[9], p[8], p.get(ihl..)?)
+                (a(12), a(16), p[9], p[8], p[1], ihl)
             }
             6 if p.len() >= 40 => {
                 let a = |i: usize| IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(&p[i..i + 16]).unwrap_or_default()));
-                (a(8), a(24), p[6], p[7], &p[40..])
+                (a(8), a(24), p[6], p[7], (p[0] << 4) | (p[1] >> 4), 40)
             }
             _ => return None,
         };
+        let l4 = p.get(at..)?;
         let ports = matches!(proto, TCP | UDP)
             .then(|| l4.get(..4).map(|b| (u16::from_be_bytes([b[0], b[1]]), u16::from_be_bytes([b[2], b[3]]))))
             .flatten();
         let tcp_flags = if proto == TCP { l4.get(13).copied() } else { None };
-        Some(Summary { src, dst, proto, ttl, ports, tcp_flags })
+        Some(Summary { src, dst, proto, ttl, tos, l4: at, ports, tcp_flags })
     }
 
     /// "TCP SYN", "UDP", "ICMP", "proto 47".
@@ -153,7 +164,13 @@ mod tests {
         assert!(InnerHeader::parse(&u).is_some());
         assert!(checksum::udp_ok(ip("2001:db8::1"), ip("2001:db8::2"), &u[40..]));
         let s = Summary::parse(&u).unwrap();
-        assert_eq!((s.to_string(), s.ttl), ("UDP [2001:db8::1]:5 > [2001:db8::2]:6".to_string(), 64));
+        assert_eq!((s.to_string(), s.ttl, s.l4), ("UDP [2001:db8::1]:5 > [2001:db8::2]:6".to_string(), 64, 40));
+        let d = udp_datagram(ip("10.0.0.1"), 1, ip("10.0.0.2"), 2, b"x", 9, 0xb8);
+        let s = Summary::parse(&d).unwrap();
+        assert_eq!((s.ttl, s.tos, s.l4), (9, 0xb8, 20));
+        assert_eq!(checksum::checksum(&d[..20]), 0);
+        let d6 = udp_datagram(ip("2001:db8::1"), 1, ip("2001:db8::2"), 2, b"x", 9, 0xb8);
+        assert_eq!(Summary::parse(&d6).map(|s| (s.ttl, s.tos)), Some((9, 0xb8)));
         assert_eq!(Summary::parse(&[0x45, 0]), None);
     }
 }

@@ -4,18 +4,17 @@
 //! ITR worker per instance ID with its flow cache, miss filter and miss queue (packets to a
 //! destination without a mapping wait there and go out when a new map-cache snapshot has it).
 //!
-//! Only the I/O differs. The real ITR writes the LISP header (`encapsulate_payload`) and lets
-//! the kernel add the outer IP and UDP headers on a socket of a pool of source ports; the
-//! simulator writes all three with [`encapsulate`] (the same fields, with the flow's whole
-//! 14-bit hash as source port). The real ETR reads the outer fields from its UDP socket and
-//! calls `decapsulate_payload`; the simulator checks the whole outer packet with
-//! [`decapsulate`], which ends in `decapsulate_payload`.
+//! Only the I/O differs, and the simulator plays the kernel's part. The ITR writes the LISP
+//! header ([`encapsulate_payload`]) and the kernel adds the outer IP and UDP headers (with the
+//! TTL and TOS the payload asks for); the source port is the flow's (the real ITR folds it onto
+//! its pool of sockets). The ETR's socket strips the outer headers and reports their fields, and
+//! [`decapsulate_payload`] checks the rest.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
-use loci_core::encap::{decapsulate, encapsulate, EncapParams, LocalRlocs, ENCAP_OVERHEAD_V6};
+use loci_core::encap::{decapsulate_payload, encapsulate_payload, source_port, LocalRlocs, OuterHeader};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
@@ -23,7 +22,9 @@ use loci_core::miss_filter::RecentMisses;
 use loci_core::miss_queue::{self, MissQueue};
 use loci_core::node::Node;
 use loci_core::packet;
-use loci_wire::ecm::checksum;
+use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
+
+use crate::packet::{udp_datagram, Summary};
 
 /// Flow-cache slots, as the daemon's default.
 const FLOW_CACHE_SLOTS: usize = 4096;
@@ -228,28 +229,28 @@ impl DataPlane {
     fn encapsulate(&mut self, p: &[u8], iid: u32, rloc: IpAddr, flow: u32) -> (Handling, Out) {
         let src = if rloc.is_ipv4() { self.src_v4 } else { self.src_v6 };
         let Some(src) = src.filter(|_| self.families.has(rloc)) else { return self.drop("encap-failed") };
-        let mut buf = vec![0u8; ENCAP_OVERHEAD_V6 + p.len()];
-        buf[ENCAP_OVERHEAD_V6..].copy_from_slice(p);
-        let inner = ENCAP_OVERHEAD_V6..buf.len();
-        let Ok(range) = encapsulate(&mut buf, inner, &EncapParams::new(src, rloc, iid, flow)) else {
-            return self.drop("encap-failed");
-        };
-        let mut out = buf[range].to_vec();
-        if rloc.is_ipv6() {
-            // As the real ITR: a UDP checksum over IPv6 (see loci-dataplane's itr.rs).
-            let c = checksum::udp(src, rloc, &out[40..]);
-            out[46..48].copy_from_slice(&c.to_be_bytes());
-        }
+        let mut buf = vec![0u8; HEADER_LEN + p.len()];
+        buf[HEADER_LEN..].copy_from_slice(p);
+        let inner = HEADER_LEN..buf.len();
+        let Ok(payload) = encapsulate_payload(&mut buf, inner, iid, None) else { return self.drop("encap-failed") };
+        let data = &buf[payload.range];
+        let out = udp_datagram(src, source_port(flow), rloc, LISP_DATA_PORT, data, payload.ttl, payload.tos);
         self.counters.encapsulated += 1;
         (Handling::Encapsulated { iid, rloc }, Out::Underlay(out))
     }
 
-    /// A packet from the underlay to one of our RLOCs, port 4341.
+    /// A UDP datagram from the underlay to one of our RLOCs, port 4341.
     pub(crate) fn etr(&mut self, mut p: Vec<u8>) -> (Handling, Out) {
-        match decapsulate(&mut p, &self.filter) {
+        // The socket's part: the outer fields, and the UDP payload.
+        let Some(s) = Summary::parse(&p).filter(|s| s.proto == 17) else { return self.drop("not-udp") };
+        let (Some((src_port, dst_port)), Some(payload)) = (s.ports, p.get_mut(s.l4 + 8..)) else {
+            return self.drop("bad-outer-header");
+        };
+        let outer = OuterHeader { src: s.src, dst: s.dst, ttl: s.ttl, tos: s.tos, src_port, dst_port };
+        match decapsulate_payload(payload, &outer, &self.filter) {
             Ok(d) => {
                 self.counters.decapsulated += 1;
-                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: p[d.inner].to_vec() })
+                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: payload[d.inner].to_vec() })
             }
             Err(reason) => self.drop(reason.name()),
         }

@@ -96,6 +96,10 @@ fn miss_queue_resolve_then_encapsulate_and_deliver() {
     let i = (last..w.sim.trace().len()).find(|&i| w.sim.trace()[i].is_encapsulated()).unwrap();
     let e = &w.sim.trace()[i];
     assert_eq!((e.src.ip(), e.dst, e.src.port() & 0xc000), (ip("198.51.100.1"), (rloc, 4341).into(), 0xc000));
+    // The outer header takes the inner TTL (RFC 9300 §5.3); the UDP checksum is the kernel's.
+    let outer = Summary::parse(&e.data).unwrap();
+    assert_eq!(outer.ttl, Summary::parse(&syn).unwrap().ttl);
+    assert!(loci_wire::ecm::checksum::udp_ok(e.src.ip(), rloc, &e.data[outer.l4..]));
     assert_eq!(w.sim.handling(i), Some(Handling::Decapsulated { iid: 0 }));
     assert_eq!(w.sim.addrs(e.to.unwrap())[0], rloc);
     assert_eq!(w.sim.received(w.d1).len(), 4);
