@@ -26,6 +26,8 @@ pub struct Worker {
     tuns: Vec<(u32, Arc<SyncDevice>)>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    /// Host mobility: re-encapsulates packets for hosts that moved away.
+    pub away: Option<crate::away::AwayForwarder>,
 }
 
 /// A UDP socket on `rloc`:4341 that reports each datagram's outer TTL and TOS.
@@ -61,14 +63,14 @@ impl Worker {
         let local = SocketAddr::new(rloc, LISP_DATA_PORT);
         let socket = socket(rloc).map_err(|e| Error::Socket { what: format!("ETR socket on {local}"), source: e })?;
         let filter = LocalRlocs { rlocs: config.rlocs.clone(), iids: tuns.iter().map(|(i, _)| *i).collect() };
-        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop })
+        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop, away: None })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
         self.counters.clone()
     }
 
-    pub fn run(self) {
+    pub fn run(mut self) {
         let mut buf = vec![0u8; usize::from(MAX_MTU)];
         let mut control = sys::ControlBuf::default();
         while !self.stop.load(Ordering::Relaxed) {
@@ -114,6 +116,9 @@ impl Worker {
                 continue;
             };
             let inner = &payload[d.inner];
+            if self.away.as_mut().is_some_and(|a| a.redirect(d.iid, inner, outer.src)) {
+                continue;
+            }
             match tun.send(inner) {
                 Ok(_) => {
                     Counters::add(&self.counters.decapsulated, 1);
