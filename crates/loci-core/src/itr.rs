@@ -44,8 +44,8 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
-use crate::ratelimit::KeyedLimiter;
 use crate::probing::{Prober, ProbingConfig, StatusBits};
+use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
 /// ITR settings. Defaults follow RFC 9301 §5.3.

@@ -42,6 +42,7 @@ use loci_core::map_cache::MapCacheReader;
 
 pub use away::{Away, AwayCounters, AwayPacket, AwaySink};
 pub use counters::{Drop, Stats};
+pub use frame::parse_mac;
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
 pub use tun::add_route;
 
