@@ -8,6 +8,7 @@ mod decode;
 mod demo;
 mod lab;
 mod lig;
+mod mobility;
 mod show;
 mod state;
 mod sys;
@@ -153,6 +154,7 @@ enum ShowWhat {
     Subscriptions,
     Database,
     MapCache,
+    DynamicEids,
     Stats,
 }
 
@@ -177,6 +179,7 @@ impl ShowWhat {
                 Some(i) => format!("/map-cache?iid={i}"),
                 None => "/map-cache".into(),
             },
+            ShowWhat::DynamicEids => "/dynamic-eids".into(),
             ShowWhat::Stats => "/stats".into(),
         }
     }
@@ -189,6 +192,7 @@ impl ShowWhat {
             ShowWhat::Subscriptions => show::subscriptions(v),
             ShowWhat::Database => show::database(v),
             ShowWhat::MapCache => show::map_cache(v),
+            ShowWhat::DynamicEids => show::dynamic_eids(v),
             ShowWhat::Stats => show::stats(v),
         }
     }
