@@ -99,6 +99,8 @@ pub struct MoveResult {
     pub lost: u64,
     /// The loss as time at the stream's rate.
     pub outage_ms: f64,
+    /// How long the host's port was off both bridges (the re-attachment's commands).
+    pub detached_ms: f64,
     /// From the re-attachment (the host's first packet follows at once) to: the new xTR serving
     /// the host, the old one no longer serving it, the client's xTR caching the new RLOC.
     pub detected_ms: Option<f64>,
@@ -125,8 +127,8 @@ impl MoveResult {
     pub fn render(&self) -> String {
         let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0} ms"));
         let mut s = format!(
-            "move         {} ({}) from {} to {}: stream of {} pkt/s, {} sent, {} lost (~{:.0} ms at that rate)\n",
-            self.host, self.address, self.old, self.new, self.pps, self.sent, self.lost, self.outage_ms
+            "move         {} ({}) from {} to {}: stream of {} pkt/s, {} sent, {} lost (~{:.0} ms at that rate; port detached for {:.0} ms)\n",
+            self.host, self.address, self.old, self.new, self.pps, self.sent, self.lost, self.outage_ms, self.detached_ms
         );
         s += &format!(
             "             after re-attachment: {} serves it at {}, {} let go at {}, remote ITR converged at {}\n",
@@ -195,11 +197,13 @@ pub fn run(lab: &Lab, m: &Move, port: u16, dir: &Path) -> Result<MoveResult> {
     ];
     sys::sleep(Duration::from_millis(m.at_ms))?;
 
+    let detach = Instant::now();
     lab.netns(&m.from).ip(&["link", "set", &m.port, "netns", &lab.ns(&m.to)])?;
     let to = lab.netns(&m.to);
     to.ip(&["link", "set", &m.port, "master", &m.bridge])?;
     to.ip(&["link", "set", &m.port, "up"])?;
     let t0 = Instant::now();
+    let detached_ms = (t0 - detach).as_secs_f64() * 1000.0;
     let gw = m.gateway.to_string();
     let _announce = Proc::spawn(
         "ping the gateway",
@@ -216,6 +220,7 @@ pub fn run(lab: &Lab, m: &Move, port: u16, dir: &Path) -> Result<MoveResult> {
         sent: 0,
         lost: 0,
         outage_ms: 0.0,
+        detached_ms,
         detected_ms: None,
         withdrawn_ms: None,
         converged_ms: None,
