@@ -172,7 +172,7 @@ pub fn interface_mac(name: &str) -> io::Result<Mac> {
     frame::parse_mac(&s).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("MAC {s:?}")))
 }
 
-fn interface_index(name: &str) -> io::Result<u32> {
+pub fn interface_index(name: &str) -> io::Result<u32> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))?;
     s.trim().parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("ifindex {s:?}")))
 }

@@ -37,7 +37,8 @@
 //! - `[[xtr.instance.dynamic-eid]]` (host mobility, DESIGN §5): `max-hosts` 1000, `rlocs` the
 //!   node's RLOCs (priority 1, weight 100); `[xtr.mobility]`: `idle-timeout-secs` 300,
 //!   `probe-interval-secs` 5, `probe-count` 3, `away-secs` 300, `smr-interval-secs` 3,
-//!   `max-away` 100 000. `map-notify-group` lists the site's other xTRs (unicast).
+//!   `max-away` 100 000. `map-notify-group`: a multicast group (sent to and joined on the
+//!   range's interface, TTL 1) and/or the site's other xTRs (unicast).
 //!
 //! The data plane (TUN devices, encapsulation, decapsulation) runs for the instances that name
 //! a `tun`; an ETR without any keeps only its control plane (registration, Map-Replies).
@@ -1339,11 +1340,8 @@ impl<'a> Ctx<'a> {
                 return Err(self.err(&field, "only extended subnet announces hosts to the site's other xTRs"));
             }
             let ip = self.ip(&field, s)?;
-            if ip.is_multicast() || ip.is_unspecified() {
-                return Err(self.err(
-                    &field,
-                    format!("{ip}: multicast groups are not supported yet; list the site's other xTRs (their RLOCs)"),
-                ));
+            if ip.is_unspecified() {
+                return Err(self.err(&field, format!("{ip}: give a multicast group or the site's other xTRs")));
             }
             if map_notify_group.contains(&ip) {
                 return Err(self.err(&field, format!("{ip} is listed twice")));
@@ -2213,11 +2211,13 @@ gateway = { address = "10.1.9.1", mac = "00:00:5e:00:01:01" }
             "xtr.instance[0].dynamic-eid[0].gateway",
             "extended subnet needs",
         );
+        let group = check(&MOBILE.replace("[\"203.0.113.5\"]", "\"239.1.1.1\"")).expect("a multicast group");
+        assert_eq!(group.core.etr.expect("etr").mobility.ranges[0].map_notify_group, vec![ip("239.1.1.1")]);
         fails(
-            &MOBILE.replace("[\"203.0.113.5\"]", "\"239.1.1.1\""),
+            &MOBILE.replace("[\"203.0.113.5\"]", "\"0.0.0.0\""),
             16,
             "xtr.instance[0].dynamic-eid[0].map-notify-group",
-            "multicast groups are not supported yet",
+            "give a multicast group",
         );
         fails(
             &MOBILE.replace("mode = \"extended-subnet\"", "mode = \"across-subnet\""),

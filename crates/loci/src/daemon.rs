@@ -72,6 +72,13 @@ impl Shared {
     pub fn flush(&self, node: &mut Node) {
         let mut queued: Vec<(usize, Transmit)> = Vec::new();
         while let Some(t) = node.poll_transmit() {
+            if t.dst.ip().is_multicast() {
+                // A map-notify-group: out of the site interfaces that joined it.
+                if !self.mobility.as_ref().is_some_and(|m| m.send_group(&t)) {
+                    tracing::debug!(dst = %t.dst, "no interface joined this group");
+                }
+                continue;
+            }
             let socket = self
                 .sockets
                 .iter()

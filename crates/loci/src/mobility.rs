@@ -9,11 +9,17 @@
 //!     `ip route replace HOST/32 dev SITE` / `ip route del ...` / ARP request or NS
 //! ```
 //!
+//! In extended-subnet mode the Map-Notify announcing a detection goes to the range's
+//! map-notify-group: a multicast group is sent to and received on the site interface (the LAN
+//! extension carries it to the other site's xTRs), unicast addresses go out like any control
+//! message.
+//!
 //! Host routes are installed with `ip route` (as the TUN routes are): one command per move is
 //! cheap next to the Map-Register round trip, and it keeps the daemon free of a netlink stack.
 //! The actions run on their own thread so that no command ever runs under the node lock.
 
 use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc as std_mpsc, Arc, Mutex};
@@ -23,10 +29,11 @@ use anyhow::Context;
 use ipnet::IpNet;
 use loci_core::config::DynamicEidRange;
 use loci_core::eid::EidPrefix;
-use loci_core::node::{Event, Node};
+use loci_core::node::{Event, Node, Transmit, CONTROL_PORT};
 use loci_dataplane::detect::{Detector, HostSeen};
 use loci_dataplane::{Away, AwayCounters, AwayPacket};
 use serde_json::{json, Value};
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
 use crate::config::DaemonConfig;
@@ -45,12 +52,59 @@ pub struct Mobility {
     actions: std_mpsc::SyncSender<Event>,
     pub away_counters: Arc<AwayCounters>,
     routes: Arc<Routes>,
+    groups: Vec<Group>,
+}
+
+/// A map-notify-group (multicast) on one site interface: a socket that sends to it out of
+/// that interface, and one that receives it there.
+struct Group {
+    group: IpAddr,
+    interface: String,
+    send: Socket,
+    recv: Arc<std::net::UdpSocket>,
+    sent: AtomicU64,
+}
+
+impl Group {
+    /// Joins `group` on `interface`; announcements leave from `source` (our RLOC, so that the
+    /// receiving xTR, which may share our site address, does not take them for its own).
+    fn open(group: IpAddr, interface: &str, source: Option<IpAddr>) -> std::io::Result<Group> {
+        let ifindex = loci_dataplane::detect::interface_index(interface)?;
+        let domain = Domain::for_address(SocketAddr::new(group, 0));
+        let recv = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        recv.set_reuse_address(true)?;
+        recv.bind_device(Some(interface.as_bytes()))?;
+        let send = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+        send.bind_device(Some(interface.as_bytes()))?;
+        match group {
+            IpAddr::V4(g) => {
+                recv.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(ifindex))?;
+                send.set_multicast_loop_v4(false)?;
+                send.set_multicast_ttl_v4(1)?;
+            }
+            IpAddr::V6(g) => {
+                recv.set_only_v6(true)?;
+                recv.join_multicast_v6(&g, ifindex)?;
+                send.set_multicast_loop_v6(false)?;
+                send.set_multicast_hops_v6(1)?;
+                send.set_multicast_if_v6(ifindex)?;
+            }
+        }
+        recv.bind(&SocketAddr::new(group, CONTROL_PORT).into())?;
+        if let Some(src) = source.filter(|s| s.is_ipv4() == group.is_ipv4()) {
+            send.bind(&SocketAddr::new(src, 0).into())?;
+        }
+        let recv = Arc::new(std::net::UdpSocket::from(recv));
+        Ok(Group { group, interface: interface.into(), send, recv, sent: AtomicU64::new(0) })
+    }
 }
 
 /// Receivers the tasks take once the daemon's shared state exists.
 pub struct Queues {
     hosts: mpsc::Receiver<HostSeen>,
     away: mpsc::Receiver<AwayPacket>,
+    /// The map-notify-group receive sockets, with their group addresses.
+    groups: Vec<(SocketAddr, Arc<std::net::UdpSocket>)>,
 }
 
 /// Host routes this daemon installed (removed again when it stops).
@@ -152,9 +206,22 @@ pub fn start(cfg: &DaemonConfig, node: &Node) -> anyhow::Result<Option<(Mobility
         .name("loci-mobility".into())
         .spawn(move || act(&rx, &d, &r))
         .context("cannot start the mobility thread")?;
+    let mut groups: Vec<Group> = Vec::new();
+    for r in ranges {
+        for &g in r.map_notify_group.iter().filter(|g| g.is_multicast()) {
+            if groups.iter().any(|x| x.group == g && x.interface == r.interface) {
+                continue;
+            }
+            let source = cfg.node.listen.iter().copied().find(|a| a.is_ipv4() == g.is_ipv4() && !a.is_unspecified());
+            let group = Group::open(g, &r.interface, source)
+                .with_context(|| format!("cannot join map-notify-group {g} on {}", r.interface))?;
+            groups.push(group);
+        }
+    }
+    let receivers = groups.iter().map(|g| (SocketAddr::new(g.group, CONTROL_PORT), g.recv.clone())).collect();
     let away_counters: Arc<AwayCounters> = Arc::default();
-    let m = Mobility { detector, actions, away_counters: away_counters.clone(), routes };
-    Ok(Some((m, Queues { hosts, away }, (away_handle, away_counters))))
+    let m = Mobility { detector, actions, away_counters: away_counters.clone(), routes, groups };
+    Ok(Some((m, Queues { hosts, away, groups: receivers }, (away_handle, away_counters))))
 }
 
 /// Carries out route and probe actions until the daemon drops its sender.
@@ -184,6 +251,24 @@ impl Mobility {
         }
     }
 
+    /// Sends a datagram for a multicast map-notify-group out of each site interface that
+    /// joined it; false when no interface did (the caller then drops it).
+    pub fn send_group(&self, t: &Transmit) -> bool {
+        let mut any = false;
+        for g in self.groups.iter().filter(|g| g.group == t.dst.ip()) {
+            any = true;
+            match g.send.send_to(&t.data, &t.dst.into()) {
+                Ok(_) => {
+                    g.sent.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!(group = %g.group, interface = %g.interface, error = %e, "map-notify-group send failed")
+                }
+            }
+        }
+        any
+    }
+
     /// Removes the host routes this daemon installed (at shutdown).
     pub fn shutdown(&self) {
         self.routes.remove_all();
@@ -204,6 +289,7 @@ impl Mobility {
             "host_routes_added": l(&self.routes.added),
             "host_routes_removed": l(&self.routes.removed),
             "host_route_failures": l(&self.routes.failed),
+            "group_multicasts_sent": self.groups.iter().map(|g| l(&g.sent)).sum::<u64>(),
         })
     }
 }
@@ -212,6 +298,37 @@ impl Mobility {
 pub fn spawn(shared: &Arc<Shared>, q: Queues) {
     tokio::spawn(hosts(shared.clone(), q.hosts));
     tokio::spawn(away(shared.clone(), q.away));
+    for (group, socket) in q.groups {
+        let shared = shared.clone();
+        // Like the control sockets' threads: they end with the process.
+        let spawned = std::thread::Builder::new()
+            .name(format!("loci-grp {group}").chars().take(15).collect())
+            .spawn(move || receive_group(&shared, group, &socket));
+        if let Err(e) = spawned {
+            tracing::warn!(%group, error = %e, "cannot start the map-notify-group receiver");
+        }
+    }
+}
+
+/// Hands announcements received on a map-notify-group to the node (it authenticates them).
+fn receive_group(shared: &Shared, group: SocketAddr, socket: &std::net::UdpSocket) {
+    let mut buf = vec![0u8; 9216];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(v) => v,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::debug!(%group, error = %e, "map-notify-group receive error");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                continue;
+            }
+        };
+        let Ok(mut node) = shared.node.lock() else { return };
+        node.handle_datagram(Instant::now(), group, from, &buf[..n]);
+        shared.flush(&mut node);
+        shared.events(&mut node);
+        shared.wake_timer_for(&node);
+    }
 }
 
 /// Up to this many queued reports are handed over under one lock.

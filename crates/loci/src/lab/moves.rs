@@ -116,6 +116,8 @@ pub struct MoveResult {
     pub away_to: Vec<IpAddr>,
     pub reencapsulated: u64,
     pub smrs_sent: u64,
+    /// Announcements the old xTR accepted from the new one on the map-notify-group.
+    pub group_notifies: u64,
     /// Afterwards: who serves the host.
     pub new_serves: bool,
     pub old_serves: bool,
@@ -139,14 +141,15 @@ impl MoveResult {
             ms(self.converged_ms)
         );
         s += &format!(
-            "             TCP connection {} ({:.1} MB, {} retransmits); {} away -> {:?}: {} re-encapsulated, {} SMRs sent\n",
+            "             TCP connection {} ({:.1} MB, {} retransmits); {} away -> {:?}: {} re-encapsulated, {} SMRs sent, {} map-notify-group announcements accepted\n",
             if self.tcp_ok { "survived".to_string() } else { format!("failed: {}", self.tcp_error.as_deref().unwrap_or("?")) },
             self.tcp_bytes as f64 / 1e6,
             self.tcp_retransmits,
             self.old,
             self.away_to,
             self.reencapsulated,
-            self.smrs_sent
+            self.smrs_sent,
+            self.group_notifies
         );
         s
     }
@@ -231,6 +234,7 @@ pub fn run(lab: &Lab, m: &Move, port: u16, dir: &Path) -> Result<MoveResult> {
         away_to: Vec::new(),
         reencapsulated: 0,
         smrs_sent: 0,
+        group_notifies: 0,
         new_serves: false,
         old_serves: false,
         itr_locators: Vec::new(),
@@ -280,6 +284,7 @@ pub fn run(lab: &Lab, m: &Move, port: u16, dir: &Path) -> Result<MoveResult> {
     let delta = |k: &str| counter(&old_after, k).saturating_sub(counter(&old_before, k));
     r.reencapsulated = delta("away_reencapsulated");
     r.smrs_sent = delta("smrs_sent");
+    r.group_notifies = delta("group_notifies_accepted");
     r.away_to = cached(lab, &m.old, m.address, true)?;
     r.new_serves = serves(lab, &m.new, m.address)?;
     r.old_serves = serves(lab, &m.old, m.address)?;
