@@ -110,6 +110,11 @@ impl AwayForwarder {
         let start = ENCAP_OVERHEAD_V6;
         let Some(slot) = self.buf.get_mut(start..start + inner.len()) else { return false };
         slot.copy_from_slice(inner);
+        // One more hop, like a router's: should two xTRs briefly point away entries at each
+        // other, the packet dies instead of circling.
+        if !packet::decrement_ttl(slot) {
+            return false;
+        }
         let Ok(range) = encapsulate(&mut self.buf, start..start + inner.len(), &EncapParams::new(src, rloc, iid, flow))
         else {
             return false;
