@@ -157,6 +157,13 @@ pub fn summary(cfg: &DaemonConfig) -> String {
     }
     if let Some(etr) = &c.etr {
         roles.push(format!("etr with {} EID-prefix(es), {} map-server(s)", etr.database.len(), etr.map_servers.len()));
+        for r in &etr.mobility.ranges {
+            let mode = match r.mode {
+                MobilityMode::ExtendedSubnet => "extended subnet",
+                MobilityMode::AcrossSubnet => "across subnet",
+            };
+            roles.push(format!("dynamic EIDs {} on {} ({mode})", r.prefix, r.interface));
+        }
     }
     if !cfg.map_resolvers.is_empty() {
         roles.push(format!("{} map-resolver(s) for lookups", cfg.map_resolvers.len()));
@@ -1910,6 +1917,9 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
         assert_eq!((e.map_servers[0].key_id, e.database.len()), (2, 2));
         // The ETR's key is one the Map-Server's site-a accepts.
         assert_eq!(server.sites[0].keys.get(2), Some(&e.map_servers[0].key[..]));
+        let mobile = check(include_str!("../../../examples/xtr-mobility.toml")).expect("xtr-mobility.toml");
+        let m = mobile.core.etr.expect("etr").mobility;
+        assert_eq!((m.ranges.len(), m.ranges[0].map_notify_group.clone()), (1, vec![ip("239.1.1.1")]));
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
     let converged = m["converged_ms"].as_f64().unwrap_or_else(|| panic!("never converged: {m:#}"));
     assert!(converged < 1000.0, "{m:#}");
     assert_eq!(m["tcp_ok"], true, "the TCP connection survives: {m:#}");
+    assert!(m["reencapsulated"].as_u64() >= Some(1), "the old xTR re-encapsulated what still came: {m:#}");
     assert!(m["smrs_sent"].as_u64() >= Some(1), "the old xTR solicited the client's xTR: {m:#}");
     assert_eq!(m["group_notifies"].as_u64(), Some(group_notifies), "map-notify-group: {m:#}");
     let (sent, lost) = (m["sent"].as_u64().expect("sent"), m["lost"].as_u64().expect("lost"));
