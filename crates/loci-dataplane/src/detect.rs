@@ -23,6 +23,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use loci_core::config::{DynamicEidRange, MobilityMode};
+use loci_core::map_cache::MapCacheReader;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::frame::{self, Frame, Kind, Mac};
@@ -75,6 +76,8 @@ struct Site {
     ranges: Vec<DynamicEidRange>,
     recent: HashMap<IpAddr, Instant>,
     window: (Instant, u32),
+    /// Hosts that moved away from this xTR (across subnet: we answer for them at home).
+    away: Option<MapCacheReader>,
 }
 
 /// What a frame made the site do.
@@ -86,8 +89,14 @@ struct Outcome {
 }
 
 impl Site {
-    fn new(interface: String, mac: Mac, ranges: Vec<DynamicEidRange>, now: Instant) -> Self {
-        Site { interface, mac, ranges, recent: HashMap::new(), window: (now, 0) }
+    fn new(
+        interface: String,
+        mac: Mac,
+        ranges: Vec<DynamicEidRange>,
+        away: Option<MapCacheReader>,
+        now: Instant,
+    ) -> Self {
+        Site { interface, mac, ranges, recent: HashMap::new(), window: (now, 0), away }
     }
 
     fn range_of(&self, ip: IpAddr) -> Option<&DynamicEidRange> {
@@ -144,7 +153,8 @@ impl Site {
     }
 
     /// Across subnet: the host asks for its gateway, or for a home-subnet neighbour that is
-    /// not here (not seen on this interface lately): we are both, at the gateway MAC.
+    /// not here (never seen on this interface, or moved away): we are both, at the gateway
+    /// MAC.
     fn answer(&self, f: &Frame) -> Option<Vec<u8>> {
         let r = self.range_of(f.src)?;
         let mac = r.gateway.map_or(self.mac, |g| g.mac);
@@ -154,7 +164,9 @@ impl Site {
             _ => return None,
         };
         let is_gateway = r.gateway.is_some_and(|g| g.address == target);
-        let neighbour = r.prefix.net.contains(&target) && target != f.src && !self.recent.contains_key(&target);
+        let moved = || self.away.as_ref().is_some_and(|a| a.load().lookup(r.prefix.iid, target).is_some());
+        let neighbour =
+            r.prefix.net.contains(&target) && target != f.src && (!self.recent.contains_key(&target) || moved());
         if !is_gateway && !neighbour {
             return None;
         }
@@ -200,8 +212,9 @@ pub struct Detector {
 }
 
 impl Detector {
-    /// Opens a packet socket on each interface of `ranges` and starts its thread.
-    pub fn start(ranges: &[DynamicEidRange], sink: HostSink) -> Result<Detector, Error> {
+    /// Opens a packet socket on each interface of `ranges` and starts its thread. `away` are
+    /// the hosts that moved away (answered for in across-subnet mode).
+    pub fn start(ranges: &[DynamicEidRange], sink: HostSink, away: Option<MapCacheReader>) -> Result<Detector, Error> {
         let mut d = Detector { stop: Arc::default(), threads: Vec::new(), ports: Vec::new(), counters: Arc::default() };
         for r in ranges {
             if let Some(p) = d.ports.iter_mut().find(|p| p.interface == r.interface) {
@@ -219,7 +232,7 @@ impl Detector {
             d.ports.push(Port { interface: r.interface.clone(), mac, socket, ranges: vec![r.clone()] });
         }
         for p in &d.ports {
-            let site = Site::new(p.interface.clone(), p.mac, p.ranges.clone(), Instant::now());
+            let site = Site::new(p.interface.clone(), p.mac, p.ranges.clone(), away.clone(), Instant::now());
             let (socket, stop, counters, sink) = (p.socket.clone(), d.stop.clone(), d.counters.clone(), sink.clone());
             let h = std::thread::Builder::new()
                 .name(format!("loci-det-{}", p.interface).chars().take(15).collect())
@@ -326,7 +339,7 @@ mod tests {
             locators: Vec::new(),
             max_hosts: 10,
         };
-        Site::new("site0".into(), OWN, vec![r], Instant::now())
+        Site::new("site0".into(), OWN, vec![r], None, Instant::now())
     }
 
     fn ip_frame(dst: Mac, src: &str) -> Frame {
@@ -391,5 +404,19 @@ mod tests {
         s.observe(&ip_frame(GW, "10.1.9.30"), t);
         assert!(s.observe(&ask("10.1.9.30"), t).reply.is_none());
         assert!(s.observe(&ask("10.2.1.5"), t).reply.is_none(), "not in the home subnet");
+        // Once .30 moved away (an away entry), its home site answers for it.
+        let mut away = loci_core::map_cache::MapCache::new(Default::default());
+        let rloc = loci_core::locator::Rloc::new("203.0.113.5".parse().unwrap(), 1, 100, true);
+        let m = loci_core::map_cache::Mapping::new(
+            "10.1.9.30/32".parse().unwrap(),
+            vec![rloc],
+            loci_wire::Action::NO_ACTION,
+            Duration::from_secs(60),
+            t,
+        );
+        away.insert(m, "10.1.9.30".parse().unwrap());
+        away.publish();
+        s.away = Some(away.reader());
+        assert!(s.observe(&ask("10.1.9.30"), t).reply.is_some());
     }
 }

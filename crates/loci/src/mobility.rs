@@ -9,6 +9,10 @@
 //!     `ip route replace HOST/32 dev SITE` / `ip route del ...` / ARP request or NS
 //! ```
 //!
+//! Across subnet, a host that moved away keeps a host route into the TUN device at its home
+//! xTR, which also answers ARP/ND for it there: its home-subnet neighbours still reach it,
+//! through the ITR, at its new RLOC.
+//!
 //! In extended-subnet mode the Map-Notify announcing a detection goes to the range's
 //! map-notify-group: a multicast group is sent to and received on the site interface (the LAN
 //! extension carries it to the other site's xTRs), unicast addresses go out like any control
@@ -18,7 +22,7 @@
 //! cheap next to the Map-Register round trip, and it keeps the daemon free of a netlink stack.
 //! The actions run on their own thread so that no command ever runs under the node lock.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,8 +32,9 @@ use std::time::Instant;
 use anyhow::Context;
 use ipnet::IpNet;
 use loci_core::config::DynamicEidRange;
+use loci_core::config::MobilityMode;
 use loci_core::eid::EidPrefix;
-use loci_core::node::{Event, Node, Transmit, CONTROL_PORT};
+use loci_core::node::{Event, HostRemoval, Node, Transmit, CONTROL_PORT};
 use loci_dataplane::detect::{Detector, HostSeen};
 use loci_dataplane::{Away, AwayCounters, AwayPacket};
 use serde_json::{json, Value};
@@ -112,7 +117,12 @@ pub struct Queues {
 struct Routes {
     /// Routing table per instance (`None`: main).
     tables: HashMap<u32, Option<u32>>,
-    installed: Mutex<HashSet<(EidPrefix, String)>>,
+    /// TUN device per instance.
+    tuns: HashMap<u32, String>,
+    /// The across-subnet ranges: their hosts that moved away are routed into the TUN device.
+    across: Vec<EidPrefix>,
+    /// Host routes installed, by prefix: the device they point to.
+    installed: Mutex<HashMap<EidPrefix, String>>,
     added: AtomicU64,
     removed: AtomicU64,
     failed: AtomicU64,
@@ -128,7 +138,7 @@ impl Routes {
             Ok(()) => {
                 self.added.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut set) = self.installed.lock() {
-                    set.insert((prefix, dev.to_string()));
+                    set.insert(prefix, dev.to_string());
                 }
             }
             Err(e) => {
@@ -140,7 +150,7 @@ impl Routes {
 
     fn remove(&self, prefix: EidPrefix, dev: &str) {
         if let Ok(mut set) = self.installed.lock() {
-            set.remove(&(prefix, dev.to_string()));
+            set.remove(&prefix);
         }
         match del_route(dev, &prefix.net, self.table(prefix.iid)) {
             Ok(()) => {
@@ -153,9 +163,22 @@ impl Routes {
         }
     }
 
+    /// A host left: across subnet, when it moved, route it into the TUN device (replacing the
+    /// route towards the site); otherwise remove its route.
+    fn left(&self, prefix: EidPrefix, dev: &str, reason: &HostRemoval) {
+        let tun = self
+            .tuns
+            .get(&prefix.iid)
+            .filter(|_| matches!(reason, HostRemoval::Moved { .. }) && self.across.iter().any(|r| r.covers(&prefix)));
+        match tun {
+            Some(tun) => self.add(prefix, tun),
+            None => self.remove(prefix, dev),
+        }
+    }
+
     fn remove_all(&self) {
         let all: Vec<(EidPrefix, String)> =
-            self.installed.lock().map(|s| s.iter().cloned().collect()).unwrap_or_default();
+            self.installed.lock().map(|s| s.iter().map(|(p, d)| (*p, d.clone())).collect()).unwrap_or_default();
         for (p, dev) in all {
             self.remove(p, &dev);
         }
@@ -193,13 +216,16 @@ pub fn start(cfg: &DaemonConfig, node: &Node) -> anyhow::Result<Option<(Mobility
     }
     let Some(etr) = node.etr() else { return Ok(None) };
     let (host_tx, hosts) = mpsc::channel(QUEUE);
-    let detector = Detector::start(ranges, Arc::new(move |h| host_tx.try_send(h).is_ok()))
+    let detector = Detector::start(ranges, Arc::new(move |h| host_tx.try_send(h).is_ok()), Some(etr.away_reader()))
         .context("cannot start host detection (needs CAP_NET_RAW on the site interfaces)")?;
     let detector = Arc::new(detector);
     let (away_tx, away) = mpsc::channel(QUEUE);
     let away_handle = Away { reader: etr.away_reader(), sink: Arc::new(move |p| away_tx.try_send(p).is_ok()) };
-    let tables = cfg.data_plane.iter().flat_map(|d| &d.instances).map(|i| (i.iid, i.table)).collect();
-    let routes = Arc::new(Routes { tables, ..Routes::default() });
+    let instances = cfg.data_plane.iter().flat_map(|d| &d.instances);
+    let tables = instances.clone().map(|i| (i.iid, i.table)).collect();
+    let tuns = instances.map(|i| (i.iid, i.tun.clone())).collect();
+    let across = ranges.iter().filter(|r| r.mode == MobilityMode::AcrossSubnet).map(|r| r.prefix).collect();
+    let routes = Arc::new(Routes { tables, tuns, across, ..Routes::default() });
     let (actions, rx) = std_mpsc::sync_channel(ACTIONS);
     let (d, r) = (detector.clone(), routes.clone());
     std::thread::Builder::new()
@@ -229,7 +255,7 @@ fn act(rx: &std_mpsc::Receiver<Event>, detector: &Detector, routes: &Routes) {
     while let Ok(e) = rx.recv() {
         match e {
             Event::HostDetected { prefix, interface, .. } => routes.add(prefix, &interface),
-            Event::HostRemoved { prefix, interface, .. } => routes.remove(prefix, &interface),
+            Event::HostRemoved { prefix, interface, reason } => routes.left(prefix, &interface, &reason),
             Event::ProbeHost { prefix, interface } => {
                 if let Err(e) = detector.probe(&interface, prefix.net.addr()) {
                     tracing::debug!(%prefix, %interface, error = %e, "cannot probe the host");

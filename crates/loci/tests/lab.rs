@@ -245,6 +245,10 @@ fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
     assert!(sent >= 5000, "{m:#}");
     // A generous bound for a loaded CI machine; a run here loses 30-50 (see the report).
     assert!(lost < 500, "{lost} of {sent} lost: {m:#}");
+    // Every ping step came through (across subnet: the moved host and its home neighbour).
+    for s in r["steps"].as_array().expect("steps").iter().filter_map(|s| s.get("ping")) {
+        assert_eq!(s["received"], s["sent"], "{s:#}");
+    }
     assert_gone(run, &veths);
 }
 
@@ -256,5 +260,6 @@ fn move_extended_follows_the_host_and_leaves_nothing() {
 
 #[test]
 fn move_across_follows_the_host_and_leaves_nothing() {
+    // Its last step: the moved host pings its home-subnet neighbour (proxy ARP at both sites).
     move_scenario("move-across", "203.0.113.5", 0);
 }
