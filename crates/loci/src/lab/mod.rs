@@ -64,7 +64,7 @@ pub fn main(o: Options) -> Result<()> {
     if o.list {
         for s in SCENARIOS {
             let t = topology::parse(s.name, Path::new(s.file), s.text)?;
-            println!("{:<10} {}", s.name, t.about);
+            println!("{:<14} {}", s.name, t.about);
         }
         return Ok(());
     }
