@@ -553,6 +553,13 @@ impl Etr {
     ) {
         let Some(away) = self.mobility.away(iid, eid) else { return };
         io.stats.mobility.away_packets += 1;
+        // Known from the map-notify-group only (nonce 0): the Map-Server may not have the new
+        // registration yet and would send the SMR-invoked Map-Request to us, who no longer
+        // answer it. Its Map-Notify follows within a round trip; the SMR then.
+        if self.mobility.away_nonce(&away.prefix) == Some(0) {
+            io.stats.mobility.smrs_suppressed += 1;
+            return;
+        }
         if !self.mobility.smr_allowed(now, itr, away.prefix) {
             io.stats.mobility.smrs_suppressed += 1;
             return;

@@ -41,6 +41,8 @@ pub struct Worker {
     tuns: Vec<TunOut>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
+    /// Host mobility: re-encapsulates packets for hosts that moved away.
+    pub away: Option<crate::away::AwayForwarder>,
 }
 
 /// One instance's TUN device and the inner packets waiting for it, each at
@@ -132,7 +134,7 @@ impl Worker {
                 gro: GROTable::default(),
             })
             .collect();
-        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop })
+        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop, away: None })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -197,7 +199,11 @@ impl Worker {
             self.counters.drop_packet(Drop::Decap(DecapDrop::UnknownIid));
             return;
         };
-        t.push(&payload[d.inner]);
+        let inner = &payload[d.inner];
+        if self.away.as_mut().is_some_and(|a| a.redirect(d.iid, inner, outer.src)) {
+            return;
+        }
+        t.push(inner);
         if t.used == TUN_BATCH {
             t.flush(&self.counters);
         }

@@ -70,7 +70,7 @@ pub struct Worker {
 }
 
 /// A raw socket that sends whole IP packets (headers included) of one family.
-fn raw_socket(domain: Domain) -> io::Result<Socket> {
+pub(crate) fn raw_socket(domain: Domain) -> io::Result<Socket> {
     let s = Socket::new(domain, Type::RAW, Some(Protocol::from(libc::IPPROTO_RAW)))?;
     if domain == Domain::IPV6 {
         s.set_header_included_v6(true)?;

@@ -31,9 +31,13 @@
 //! * the IPv6 flow label is the kernel's per-socket one instead of 20 bits of the flow hash.
 #![deny(unsafe_code)]
 
+mod away;
 mod counters;
+pub mod detect;
 mod etr;
+mod frame;
 mod itr;
+mod link_sys;
 mod senders;
 mod sys;
 mod tun;
@@ -47,8 +51,11 @@ use std::thread::JoinHandle;
 use ipnet::IpNet;
 use loci_core::map_cache::MapCacheReader;
 
+pub use away::{Away, AwayCounters, AwayPacket, AwaySink};
 pub use counters::{Drop, Stats};
+pub use frame::parse_mac;
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
+pub use tun::add_route;
 
 /// One instance ID's TUN device and the EID prefixes routed into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,6 +145,17 @@ impl DataPlane {
     /// Creates the TUN devices, routes and sockets and starts the workers. The ITR needs the
     /// map-cache `reader` and the `misses` sink.
     pub fn start(config: &Config, reader: Option<MapCacheReader>, misses: MissSink) -> Result<DataPlane, Error> {
+        Self::start_with_away(config, reader, misses, None)
+    }
+
+    /// [`DataPlane::start`], with the ETR re-encapsulating packets for hosts that moved away
+    /// (host mobility, [`away`]).
+    pub fn start_with_away(
+        config: &Config,
+        reader: Option<MapCacheReader>,
+        misses: MissSink,
+        away: Option<(Away, Arc<AwayCounters>)>,
+    ) -> Result<DataPlane, Error> {
         if config.itr && reader.is_none() {
             return Err(Error::Config("the ITR data plane needs the map-cache".into()));
         }
@@ -172,7 +190,10 @@ impl DataPlane {
         if config.etr {
             let tuns: Vec<(u32, Arc<tun_rs::SyncDevice>)> = devices.iter().map(|(i, d)| (i.iid, d.clone())).collect();
             for &rloc in &config.rlocs {
-                let w = etr::Worker::new(rloc, config, tuns.clone(), dp.stop.clone())?;
+                let mut w = etr::Worker::new(rloc, config, tuns.clone(), dp.stop.clone())?;
+                if let Some((a, c)) = &away {
+                    w.away = Some(away::AwayForwarder::new(a.clone(), &config.rlocs, c.clone())?);
+                }
                 dp.spawn(format!("loci-etr-{rloc}"), w.counters(), move || w.run())?;
             }
         }

@@ -36,6 +36,7 @@ pub async fn serve(shared: Arc<Shared>, path: PathBuf) -> anyhow::Result<()> {
         .route("/database", routing::get(database))
         .route("/map-cache", routing::get(map_cache))
         .route("/rlocs", routing::get(rlocs))
+        .route("/dynamic-eids", routing::get(dynamic_eids))
         .with_state(shared);
     axum::serve(listener, app).await.context("API server failed")
 }
@@ -81,7 +82,74 @@ async fn stats(State(shared): State<Arc<Shared>>) -> ApiResult {
             "registrations": registrations,
             "itr": n.itr().map(itr_stats),
             "data_plane": data_plane,
+            "mobility": mobility_stats(&s.mobility, shared.mobility.as_ref()),
         }))
+    })
+}
+
+/// The node's mobility counters and the data plane's (detection, host routes, away traffic);
+/// null on nodes without any.
+fn mobility_stats(m: &loci_core::stats::MobilityStats, dp: Option<&crate::mobility::Mobility>) -> Value {
+    if dp.is_none() && *m == loci_core::stats::MobilityStats::default() {
+        return Value::Null;
+    }
+    let mut v = json!({
+        "hosts_detected": m.hosts_detected,
+        "hosts_outside_ranges": m.hosts_outside_ranges,
+        "hosts_refused": m.hosts_refused,
+        "probes": m.probes,
+        "hosts_silent": m.hosts_silent,
+        "moves_away": m.moves_away,
+        "group_notifies_sent": m.group_notifies_sent,
+        "group_notifies_accepted": m.group_notifies_accepted,
+        "away_packets": m.away_packets,
+        "smrs_sent": m.smrs_sent,
+        "smrs_suppressed": m.smrs_suppressed,
+        "smrs_received": m.smrs_received,
+        "smrs_accepted": m.smrs_accepted,
+        "smrs_ignored": m.smrs_ignored,
+        "smrs_rate_limited": m.smrs_rate_limited,
+        "moves": m.moves,
+        "move_notifies": m.move_notifies,
+        "stale_registrations": m.stale_registrations,
+        "notifies_pushed": m.notifies_pushed,
+        "notifies_acked": m.notifies_acked,
+        "publications_applied": m.publications_applied,
+        "forged_notifies": m.forged_notifies,
+        "replayed_notifies": m.replayed_notifies,
+    });
+    if let (Some(dp), Some(o)) = (dp, v.as_object_mut()) {
+        if let Value::Object(d) = dp.stats() {
+            o.extend(d);
+        }
+    }
+    v
+}
+
+/// `loci show dynamic-eids`: the hosts this xTR serves as dynamic EIDs.
+async fn dynamic_eids(State(shared): State<Arc<Shared>>) -> ApiResult {
+    let now = Instant::now();
+    with_node(&shared, |n| {
+        Json(Value::Array(
+            n.dynamic_eids()
+                .iter()
+                .take(10_000)
+                .map(|h| {
+                    json!({
+                        "prefix": h.prefix.to_string(),
+                        "iid": h.prefix.iid,
+                        "interface": h.interface,
+                        "mode": match h.mode {
+                            loci_core::config::MobilityMode::ExtendedSubnet => "extended-subnet",
+                            loci_core::config::MobilityMode::AcrossSubnet => "across-subnet",
+                        },
+                        "since_secs_ago": now.saturating_duration_since(h.since).as_secs(),
+                        "last_seen_secs_ago": now.saturating_duration_since(h.last_seen).as_secs(),
+                        "state": h.state.name(),
+                    })
+                })
+                .collect(),
+        ))
     })
 }
 
@@ -259,7 +327,19 @@ struct IidFilter {
 async fn map_cache(State(shared): State<Arc<Shared>>, Query(f): Query<IidFilter>) -> ApiResult {
     let now = Instant::now();
     with_node(&shared, |n| {
-        let Some(itr) = n.itr() else { return Json(json!([])) };
+        // Hosts that moved away from this xTR: re-encapsulated to their new RLOCs.
+        let away = n.away_entries().into_iter().filter(|a| f.iid.is_none_or(|i| a.prefix.iid == i)).map(|a| {
+            json!({
+                "prefix": a.prefix.to_string(),
+                "iid": a.prefix.iid,
+                "locators": a.rlocs.iter().map(|r| json!({ "address": r.to_string() })).collect::<Vec<_>>(),
+                "negative": false,
+                "away": true,
+                "since_secs_ago": now.saturating_duration_since(a.since).as_secs(),
+                "expires_in_secs": secs_until(a.expires, now),
+            })
+        });
+        let Some(itr) = n.itr() else { return Json(Value::Array(away.collect())) };
         Json(Value::Array(
             itr.map_cache()
                 .iter()
@@ -282,8 +362,10 @@ async fn map_cache(State(shared): State<Arc<Shared>>, Query(f): Query<IidFilter>
                         "ttl_secs": m.ttl.as_secs(),
                         "expires_in_secs": secs_until(m.expires, now),
                         "used_recently": m.used_recently(),
+                        "away": false,
                     })
                 })
+                .chain(away)
                 .collect(),
         ))
     })

@@ -37,6 +37,12 @@
 //!   (RFC 9300 §10: private underlays only).
 //! - `node.metrics`: off; an `address:port` serves Prometheus metrics on `/metrics`.
 //!
+//! - `[[xtr.instance.dynamic-eid]]` (host mobility, DESIGN §5): `max-hosts` 1000, `rlocs` the
+//!   node's RLOCs (priority 1, weight 100); `[xtr.mobility]`: `idle-timeout-secs` 300,
+//!   `probe-interval-secs` 5, `probe-count` 3, `away-secs` 300, `smr-interval-secs` 3,
+//!   `max-away` 100 000. `map-notify-group`: a multicast group (sent to and joined on the
+//!   range's interface, TTL 1) and/or the site's other xTRs (unicast).
+//!
 //! The data plane (TUN devices, encapsulation, decapsulation) runs for the instances that name
 //! a `tun`; an ETR without any keeps only its control plane (registration, Map-Replies).
 
@@ -65,8 +71,6 @@ pub const DEFAULT_MAX_REGISTRATIONS: usize = 2_000_000;
 pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 100_000;
 /// One day, in minutes (RFC 9301 §8.2).
 pub const DEFAULT_RECORD_TTL: u32 = 1440;
-/// Hosts per dynamic-EID range, unless `max-hosts` says otherwise.
-pub const DEFAULT_MAX_DYNAMIC_HOSTS: usize = 4096;
 /// A key file larger than this is not a secret but a wrong path (and `/dev/zero` must not hang us).
 const MAX_KEY_FILE: u64 = 4096;
 /// Upper bound of every `*-secs` limit: one day.
@@ -156,6 +160,13 @@ pub fn summary(cfg: &DaemonConfig) -> String {
     }
     if let Some(etr) = &c.etr {
         roles.push(format!("etr with {} EID-prefix(es), {} map-server(s)", etr.database.len(), etr.map_servers.len()));
+        for r in &etr.mobility.ranges {
+            let mode = match r.mode {
+                MobilityMode::ExtendedSubnet => "extended subnet",
+                MobilityMode::AcrossSubnet => "across subnet",
+            };
+            roles.push(format!("dynamic EIDs {} on {} ({mode})", r.prefix, r.interface));
+        }
     }
     if !cfg.map_resolvers.is_empty() {
         roles.push(format!("{} map-resolver(s) for lookups", cfg.map_resolvers.len()));
@@ -389,8 +400,55 @@ struct RawXtr {
     pubsub: Option<RawAuth>,
     data_plane: Option<RawDataPlane>,
     probing: Option<RawProbing>,
+    mobility: Option<RawMobility>,
     #[serde(default)]
     instance: Vec<RawInstance>,
+}
+
+/// `[xtr.mobility]`: the timers of every dynamic-EID range.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawMobility {
+    idle_timeout_secs: Option<u64>,
+    probe_interval_secs: Option<u64>,
+    probe_count: Option<u32>,
+    away_secs: Option<u64>,
+    smr_interval_secs: Option<u64>,
+    max_away: Option<usize>,
+}
+
+/// `[[xtr.instance.dynamic-eid]]`: a host-mobility range.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDynamicEid {
+    prefix: String,
+    interface: String,
+    mode: RawMobilityMode,
+    map_notify_group: Option<OneOrMany>,
+    gateway: Option<RawGateway>,
+    max_hosts: Option<usize>,
+    rlocs: Option<Vec<RawRloc>>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "kebab-case")]
+enum RawMobilityMode {
+    ExtendedSubnet,
+    AcrossSubnet,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawGateway {
+    address: String,
+    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -453,32 +511,6 @@ struct RawInstance {
     database: Vec<RawMapping>,
     #[serde(default)]
     dynamic_eid: Vec<RawDynamicEid>,
-}
-
-/// `[[xtr.instance.dynamic-eid]]`: a range whose hosts become dynamic EIDs (DESIGN §5).
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawDynamicEid {
-    prefix: String,
-    interface: String,
-    mode: Option<RawMobilityMode>,
-    map_notify_group: Option<String>,
-    gateway: Option<RawGateway>,
-    max_hosts: Option<usize>,
-}
-
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "kebab-case")]
-enum RawMobilityMode {
-    ExtendedSubnet,
-    AcrossSubnet,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-struct RawGateway {
-    address: String,
-    mac: String,
 }
 
 #[derive(Deserialize)]
@@ -1071,12 +1103,12 @@ impl<'a> Ctx<'a> {
         }
 
         let mut database: Vec<DatabaseMapping> = Vec::new();
-        let mut ranges: Vec<DynamicEidRange> = Vec::new();
         let mut instances: Vec<loci_dataplane::Instance> = Vec::new();
         // Whether an instance with a TUN device carries IPv6 EIDs (its MTU must then be >= 1280).
         let mut v6_eids: Option<String> = None;
         let mut iids: HashSet<u32> = HashSet::new();
         let mut tun_names: HashSet<&str> = HashSet::new();
+        let mut ranges: Vec<DynamicEidRange> = Vec::new();
         for (i, inst) in raw.instance.iter().enumerate() {
             let at = format!("xtr.instance[{i}]");
             if !iids.insert(inst.iid) {
@@ -1118,16 +1150,7 @@ impl<'a> Ctx<'a> {
             }
             match &inst.tun {
                 Some(tun) => {
-                    // Linux interface names: 1-15 bytes, no '/', no whitespace.
-                    if tun.is_empty()
-                        || tun.len() > 15
-                        || tun.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
-                    {
-                        return Err(self.err(
-                            &format!("{at}.tun"),
-                            format!("{tun:?} is not an interface name (1-15 bytes, no '/' or space)"),
-                        ));
-                    }
+                    check_interface(tun).map_err(|r| self.err(&format!("{at}.tun"), r))?;
                     if !tun_names.insert(tun) {
                         return Err(self.err(&format!("{at}.tun"), format!("{tun} serves another instance already")));
                     }
@@ -1155,7 +1178,7 @@ impl<'a> Ctx<'a> {
             }
         }
         if !ranges.is_empty() && !is_etr {
-            return Err(self.err("xtr.instance", "dynamic EIDs are registered by the etr role: add \"etr\" to roles"));
+            return Err(self.err("xtr.roles", "dynamic EIDs are registered: the etr role is needed"));
         }
         if is_etr && database.is_empty() && ranges.is_empty() {
             return Err(self.err(
@@ -1169,27 +1192,20 @@ impl<'a> Ctx<'a> {
             );
         }
 
-        let rlocs = self.rlocs(raw, &database)?;
-        if !ranges.is_empty() && rlocs.is_empty() {
+        // Ranges with their own locators count as database entries for the default RLOCs.
+        let with_ranges: Vec<DatabaseMapping> = database
+            .iter()
+            .cloned()
+            .chain(ranges.iter().map(|r| DatabaseMapping { prefix: r.prefix, locators: r.locators.clone() }))
+            .collect();
+        let rlocs = self.rlocs(raw, &with_ranges)?;
+        if ranges.iter().any(|r| r.locators.is_empty()) && rlocs.is_empty() {
             return Err(self.err("xtr.rlocs", "dynamic EIDs are registered with our RLOCs: list xtr.rlocs"));
         }
-        // Hosts are registered with our own locators.
-        let own: Vec<Locator> = rlocs
-            .iter()
-            .map(|&a| Locator {
-                priority: 1,
-                weight: 100,
-                m_priority: 255,
-                m_weight: 0,
-                local: true,
-                probed: false,
-                reachable: true,
-                address: Address::from(a),
-            })
-            .collect();
-        for r in &mut ranges {
-            r.locators = own.clone();
+        for r in ranges.iter_mut().filter(|r| r.locators.is_empty()) {
+            r.locators = rlocs.iter().map(|&a| default_locator(a)).collect();
         }
+        let mobility = self.mobility(raw.mobility.as_ref(), ranges)?;
         if is_itr {
             self.itr_rlocs(&rlocs, &map_resolvers, node)?;
         }
@@ -1282,66 +1298,140 @@ impl<'a> Ctx<'a> {
             site_id: raw.site_id,
             record_ttl,
             first_nonce: 0,
-            mobility: MobilityConfig { ranges, ..MobilityConfig::default() },
+            mobility,
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
     }
 
-    /// One `[[xtr.instance.dynamic-eid]]` of instance `iid` (its locators are filled in later).
+    /// One `[[xtr.instance.dynamic-eid]]` of instance `iid` at `at`; `before` are the ranges
+    /// read so far.
     fn dynamic_eid(
         &self,
         at: &str,
-        raw: &RawDynamicEid,
+        d: &RawDynamicEid,
         iid: u32,
-        ranges: &[DynamicEidRange],
+        before: &[DynamicEidRange],
     ) -> Result<DynamicEidRange> {
-        let prefix = self.eid_prefix(&format!("{at}.prefix"), &raw.prefix, Some(iid))?;
-        if let Some(other) = ranges.iter().find(|r| r.prefix.overlaps(&prefix)) {
-            return Err(self.err(&format!("{at}.prefix"), format!("{prefix} overlaps the range {}", other.prefix)));
+        let prefix = self.eid_prefix(&format!("{at}.prefix"), &d.prefix, Some(iid))?;
+        if before.iter().any(|r| r.prefix == prefix) {
+            return Err(self.err(&format!("{at}.prefix"), format!("{prefix} is listed twice")));
         }
-        let iface = &raw.interface;
-        if iface.is_empty() || iface.len() > 15 || iface.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0)
-        {
-            return Err(self.err(&format!("{at}.interface"), format!("{iface:?} is not an interface name")));
-        }
-        let mode = match raw.mode.unwrap_or(RawMobilityMode::ExtendedSubnet) {
+        check_interface(&d.interface).map_err(|r| self.err(&format!("{at}.interface"), r))?;
+        let mode = match d.mode {
             RawMobilityMode::ExtendedSubnet => MobilityMode::ExtendedSubnet,
             RawMobilityMode::AcrossSubnet => MobilityMode::AcrossSubnet,
         };
-        let mut map_notify_group = Vec::new();
-        if let Some(g) = &raw.map_notify_group {
-            let field = format!("{at}.map-notify-group");
-            let ip = self.ip(&field, g)?;
-            if mode == MobilityMode::AcrossSubnet {
-                return Err(self.err(&field, "across-subnet mode has no LAN extension to send it on"));
-            }
-            if !ip.is_multicast() {
-                return Err(self.err(&field, format!("{ip} is not a multicast group")));
-            }
-            map_notify_group.push(ip);
-        }
-        let gateway = match &raw.gateway {
-            None => None,
+        let gateway = match &d.gateway {
             Some(g) => {
                 let address = self.ip(&format!("{at}.gateway.address"), &g.address)?;
-                if !prefix.contains(address) {
-                    return Err(self.err(&format!("{at}.gateway.address"), format!("{address} is outside {prefix}")));
+                if !prefix.net.contains(&address) {
+                    return Err(self.err(
+                        &format!("{at}.gateway.address"),
+                        format!("{address} is not in {}: the hosts' gateway is in their subnet", prefix.net),
+                    ));
                 }
-                let mac = parse_mac(&g.mac).ok_or_else(|| {
+                let mac = loci_dataplane::parse_mac(&g.mac).ok_or_else(|| {
                     self.err(
                         &format!("{at}.gateway.mac"),
                         format!("{:?} is not a MAC address (00:00:5e:00:01:01)", g.mac),
                     )
                 })?;
+                if mac[0] & 1 != 0 {
+                    return Err(self.err(&format!("{at}.gateway.mac"), format!("{} is a group address", g.mac)));
+                }
                 Some(Gateway { address, mac })
             }
+            None if mode == MobilityMode::ExtendedSubnet => {
+                return Err(self.err(
+                    &format!("{at}.gateway"),
+                    "extended subnet needs the shared gateway (address and MAC): only frames to it count",
+                ));
+            }
+            None => None,
         };
-        let max_hosts = raw.max_hosts.unwrap_or(DEFAULT_MAX_DYNAMIC_HOSTS);
+        let mut map_notify_group = Vec::new();
+        let group: Vec<&String> = match &d.map_notify_group {
+            None => Vec::new(),
+            Some(OneOrMany::One(s)) => vec![s],
+            Some(OneOrMany::Many(v)) => v.iter().collect(),
+        };
+        for (k, s) in group.into_iter().enumerate() {
+            let field = match &d.map_notify_group {
+                Some(OneOrMany::Many(_)) => format!("{at}.map-notify-group[{k}]"),
+                _ => format!("{at}.map-notify-group"),
+            };
+            if mode == MobilityMode::AcrossSubnet {
+                return Err(self.err(&field, "only extended subnet announces hosts to the site's other xTRs"));
+            }
+            let ip = self.ip(&field, s)?;
+            if ip.is_unspecified() {
+                return Err(self.err(&field, format!("{ip}: give a multicast group or the site's other xTRs")));
+            }
+            if map_notify_group.contains(&ip) {
+                return Err(self.err(&field, format!("{ip} is listed twice")));
+            }
+            map_notify_group.push(ip);
+        }
+        let max_hosts = d.max_hosts.unwrap_or(1000);
         if max_hosts == 0 || max_hosts > 1_000_000 {
             return Err(self.err(&format!("{at}.max-hosts"), format!("{max_hosts} is out of range 1-1000000")));
         }
-        let interface = iface.clone();
-        Ok(DynamicEidRange { prefix, interface, mode, map_notify_group, gateway, locators: Vec::new(), max_hosts })
+        let mut locators: Vec<Locator> = Vec::new();
+        for (k, r) in d.rlocs.iter().flatten().enumerate() {
+            let loc = self.locator(&format!("{at}.rlocs[{k}]"), r)?;
+            if locators.iter().any(|l| l.address == loc.address) {
+                return Err(self.err(&format!("{at}.rlocs[{k}].address"), format!("{} is listed twice", r.address)));
+            }
+            locators.push(loc);
+        }
+        if d.rlocs.as_ref().is_some_and(Vec::is_empty) {
+            return Err(self.err(&format!("{at}.rlocs"), "no RLOC: leave rlocs out for the node's RLOCs"));
+        }
+        Ok(DynamicEidRange {
+            prefix,
+            interface: d.interface.clone(),
+            mode,
+            map_notify_group,
+            gateway,
+            locators,
+            max_hosts,
+        })
+    }
+
+    /// `[xtr.mobility]`, around the dynamic-EID `ranges`.
+    fn mobility(&self, raw: Option<&RawMobility>, ranges: Vec<DynamicEidRange>) -> Result<MobilityConfig> {
+        let mut c = MobilityConfig { ranges, ..MobilityConfig::default() };
+        let Some(raw) = raw else { return Ok(c) };
+        let secs =
+            |name: &str, v: Option<u64>, min: u64, into: &mut Duration| -> Result<()> {
+                match v {
+                    Some(v) if v < min || v > MAX_LIMIT_SECS => Err(self
+                        .err(&format!("xtr.mobility.{name}"), format!("{v} is out of range {min}-{MAX_LIMIT_SECS}"))),
+                    Some(v) => {
+                        *into = Duration::from_secs(v);
+                        Ok(())
+                    }
+                    None => Ok(()),
+                }
+            };
+        secs("idle-timeout-secs", raw.idle_timeout_secs, 1, &mut c.idle_timeout)?;
+        secs("probe-interval-secs", raw.probe_interval_secs, 1, &mut c.probe_interval)?;
+        secs("away-secs", raw.away_secs, 1, &mut c.away_time)?;
+        // RFC 9301 §6.1: SMRs to one ITR at most once per 3 s by default; never more than 1/s.
+        secs("smr-interval-secs", raw.smr_interval_secs, 1, &mut c.smr_interval)?;
+        if let Some(n) = raw.probe_count {
+            if n > 100 {
+                return Err(self.err("xtr.mobility.probe-count", format!("{n} is out of range 0-100")));
+            }
+            c.probe_count = n;
+        }
+        if let Some(n) = raw.max_away {
+            if n == 0 || n > 10_000_000 {
+                return Err(self.err("xtr.mobility.max-away", format!("{n} is out of range 1-10000000")));
+            }
+            c.max_away = n;
+        }
+        Ok(c)
     }
 
     /// `[xtr.probing]`: RLOC probing is on unless `enabled = false`.
@@ -1547,6 +1637,28 @@ impl<'a> Ctx<'a> {
     }
 }
 
+/// A locator with the defaults of a `rlocs` entry that gives only the address.
+fn default_locator(address: IpAddr) -> Locator {
+    Locator {
+        priority: 1,
+        weight: 100,
+        m_priority: 255,
+        m_weight: 0,
+        local: true,
+        probed: false,
+        reachable: true,
+        address: Address::from(address),
+    }
+}
+
+/// Linux interface names: 1-15 bytes, no '/', whitespace or NUL.
+fn check_interface(name: &str) -> std::result::Result<(), String> {
+    if name.is_empty() || name.len() > 15 || name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace() || b == 0) {
+        return Err(format!("{name:?} is not an interface name (1-15 bytes, no '/' or space)"));
+    }
+    Ok(())
+}
+
 /// What `[xtr]` configures.
 #[derive(Default)]
 struct Xtr {
@@ -1559,17 +1671,6 @@ struct Xtr {
 struct Auth {
     policy: SendPolicy,
     keys: Vec<(u8, Vec<u8>)>,
-}
-
-/// `aa:bb:cc:dd:ee:ff` (or with dashes).
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split([':', '-']);
-    for b in &mut out {
-        let p = parts.next().filter(|p| p.len() == 2)?;
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 /// FNV-1a, 128-bit: a stable (documented, version-independent) hash for the default xTR-ID.
@@ -1901,6 +2002,9 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
         assert_eq!((e.map_servers[0].key_id, e.database.len()), (2, 2));
         // The ETR's key is one the Map-Server's site-a accepts.
         assert_eq!(server.sites[0].keys.get(2), Some(&e.map_servers[0].key[..]));
+        let mobile = check(include_str!("../../../examples/xtr-mobility.toml")).expect("xtr-mobility.toml");
+        let m = mobile.core.etr.expect("etr").mobility;
+        assert_eq!((m.ranges.len(), m.ranges[0].map_notify_group.clone()), (1, vec![ip("239.1.1.1")]));
     }
 
     #[test]
@@ -2142,6 +2246,91 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
         );
         fails(&no_db, 3, "xtr.instance", "needs a database");
         fails(&ETR.replace("database = [{", "tun = \"loci0\"\n#database = [{"), 6, "xtr.instance", "needs a database");
+    }
+
+    const MOBILE: &str = r#"[node]
+name = "xtr-a"
+[xtr]
+roles = ["itr", "etr"]
+map-servers = [{ address = "192.0.2.10", auth = { algorithm = "hmac-sha256-128", key = "k" } }]
+map-resolvers = ["192.0.2.10"]
+rlocs = ["203.0.113.1"]
+[xtr.mobility]
+away-secs = 60
+[[xtr.instance]]
+tun = "lisp0"
+[[xtr.instance.dynamic-eid]]
+prefix = "10.1.9.0/24"
+interface = "site0"
+mode = "extended-subnet"
+map-notify-group = ["203.0.113.5"]
+gateway = { address = "10.1.9.1", mac = "00:00:5e:00:01:01" }
+"#;
+
+    #[test]
+    fn dynamic_eids() {
+        let c = check(MOBILE).expect("valid");
+        let m = &c.core.etr.expect("etr").mobility;
+        assert_eq!(m.away_time, Duration::from_secs(60));
+        let [r] = &m.ranges[..] else { panic!("one range") };
+        assert_eq!(
+            (r.prefix, r.interface.as_str(), r.mode),
+            (eid("10.1.9.0/24"), "site0", MobilityMode::ExtendedSubnet)
+        );
+        assert_eq!(r.map_notify_group, vec![ip("203.0.113.5")]);
+        assert_eq!(r.gateway, Some(Gateway { address: ip("10.1.9.1"), mac: [0, 0, 0x5e, 0, 1, 1] }));
+        assert_eq!(r.locators, vec![default_locator(ip("203.0.113.1"))], "the node's RLOCs");
+        assert_eq!(r.max_hosts, 1000);
+
+        fails(
+            &MOBILE.replace("extended-subnet", "sideways"),
+            15,
+            "xtr.instance[0].dynamic-eid[0].mode",
+            "unknown variant",
+        );
+        fails(
+            &MOBILE.replace("00:00:5e:00:01:01", "00:00:5e"),
+            17,
+            "xtr.instance[0].dynamic-eid[0].gateway.mac",
+            "not a MAC",
+        );
+        fails(
+            &MOBILE.replace("address = \"10.1.9.1\"", "address = \"10.2.9.1\""),
+            17,
+            "xtr.instance[0].dynamic-eid[0].gateway.address",
+            "not in 10.1.9.0/24",
+        );
+        fails(
+            &MOBILE.replace("gateway = {", "#gateway = {"),
+            12,
+            "xtr.instance[0].dynamic-eid[0].gateway",
+            "extended subnet needs",
+        );
+        let group = check(&MOBILE.replace("[\"203.0.113.5\"]", "\"239.1.1.1\"")).expect("a multicast group");
+        assert_eq!(group.core.etr.expect("etr").mobility.ranges[0].map_notify_group, vec![ip("239.1.1.1")]);
+        fails(
+            &MOBILE.replace("[\"203.0.113.5\"]", "\"0.0.0.0\""),
+            16,
+            "xtr.instance[0].dynamic-eid[0].map-notify-group",
+            "give a multicast group",
+        );
+        fails(
+            &MOBILE.replace("mode = \"extended-subnet\"", "mode = \"across-subnet\""),
+            16,
+            "xtr.instance[0].dynamic-eid[0].map-notify-group[0]",
+            "only extended subnet",
+        );
+        fails(
+            &MOBILE.replace("interface = \"site0\"", "interface = \"a/b\""),
+            14,
+            "xtr.instance[0].dynamic-eid[0].interface",
+            "not an interface name",
+        );
+        fails(&MOBILE.replace("away-secs = 60", "away-secs = 0"), 9, "xtr.mobility.away-secs", "out of range");
+        fails(&MOBILE.replace("roles = [\"itr\", \"etr\"]", "roles = [\"itr\"]"), 4, "xtr.roles", "etr role is needed");
+        fails(&MOBILE.replace("rlocs = [\"203.0.113.1\"]\n", ""), 3, "xtr.rlocs", "list xtr.rlocs");
+        let twice = format!("{MOBILE}[[xtr.instance.dynamic-eid]]\nprefix = \"10.1.9.0/24\"\ninterface = \"x\"\nmode = \"across-subnet\"\n");
+        fails(&twice, 19, "xtr.instance[0].dynamic-eid[1].prefix", "listed twice");
     }
 
     #[test]

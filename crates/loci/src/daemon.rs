@@ -16,7 +16,7 @@ use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, metrics, state, sys, xtr};
+use crate::{api, metrics, mobility, state, sys, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -59,6 +59,8 @@ pub struct Shared {
     pub started: Instant,
     /// The xTR data plane, when one runs (taken out to stop it).
     pub data_plane: Mutex<Option<loci_dataplane::DataPlane>>,
+    /// Host mobility (detection, host routes), when dynamic-EID ranges are configured.
+    pub mobility: Option<mobility::Mobility>,
     /// When the timer task looks at the node next, in nanoseconds since `started`; written and
     /// read under the node lock, so a receive thread wakes the task only when it must.
     timer_at: AtomicU64,
@@ -70,6 +72,13 @@ impl Shared {
     pub fn flush(&self, node: &mut Node) {
         let mut queued: Vec<(usize, Transmit)> = Vec::new();
         while let Some(t) = node.poll_transmit() {
+            if t.dst.ip().is_multicast() {
+                // A map-notify-group: out of the site interfaces that joined it.
+                if !self.mobility.as_ref().is_some_and(|m| m.send_group(&t)) {
+                    tracing::debug!(dst = %t.dst, "no interface joined this group");
+                }
+                continue;
+            }
             let socket = self
                 .sockets
                 .iter()
@@ -105,11 +114,17 @@ impl Shared {
     }
 }
 
-/// Logs what changed (nonce changes are persisted in batches, not logged).
-fn log_events(node: &mut Node) {
-    while let Some(e) = node.poll_event() {
-        if !matches!(e, Event::NoncesChanged) {
-            tracing::debug!(event = ?e);
+impl Shared {
+    /// Logs what changed (nonce changes are persisted in batches, not logged) and hands host
+    /// mobility events to their thread. Call with the node locked.
+    pub fn events(&self, node: &mut Node) {
+        while let Some(e) = node.poll_event() {
+            if let Some(m) = &self.mobility {
+                m.on_event(&e);
+            }
+            if !matches!(e, Event::NoncesChanged) {
+                tracing::debug!(event = ?e);
+            }
         }
     }
 }
@@ -134,9 +149,13 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     };
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
+    let (mobility, mobility_queues, away) = match mobility::start(&cfg, &node)? {
+        Some((m, q, a)) => (Some(m), Some(q), Some(a)),
+        None => (None, None, None),
+    };
     let (data_plane, misses) = match &cfg.data_plane {
         Some(dp) => {
-            let (dp, rx) = xtr::start(dp, &node)?;
+            let (dp, rx) = xtr::start(dp, &node, away)?;
             (Some(dp), Some(rx))
         }
         None => (None, None),
@@ -147,6 +166,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         timer: Notify::new(),
         started: Instant::now(),
         data_plane: Mutex::new(data_plane),
+        mobility,
         timer_at: AtomicU64::new(0),
     });
     tracing::info!(name = %cfg.node.name, listen = ?cfg.node.listen, port = cfg.node.control_port, "loci running");
@@ -162,6 +182,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(timers(shared.clone()));
     if let Some(rx) = misses {
         tokio::spawn(xtr::misses(shared.clone(), rx));
+    }
+    if let Some(q) = mobility_queues {
+        mobility::spawn(&shared, q);
     }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
@@ -191,6 +214,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     if let Some(dp) = dp {
         dp.stop();
     }
+    if let Some(m) = &shared.mobility {
+        m.shutdown();
+    }
     Ok(())
 }
 
@@ -218,7 +244,7 @@ fn receive(shared: &Shared, i: usize) {
             }
         }
         shared.flush(&mut node);
-        log_events(&mut node);
+        shared.events(&mut node);
         shared.wake_timer_for(&node);
     }
 }
@@ -232,7 +258,7 @@ async fn timers(shared: Arc<Shared>) {
                 node.handle_timeout(now);
                 shared.flush(&mut node);
             }
-            log_events(&mut node);
+            shared.events(&mut node);
             let next = node.poll_timeout().unwrap_or(now + Duration::from_secs(1)).min(now + Duration::from_secs(1));
             shared.timer_at.store(shared.nanos(next), Ordering::Relaxed);
             next

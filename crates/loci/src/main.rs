@@ -9,6 +9,7 @@ mod demo;
 mod lab;
 mod lig;
 mod metrics;
+mod mobility;
 mod show;
 mod state;
 mod sys;
@@ -156,6 +157,7 @@ enum ShowWhat {
     MapCache,
     /// Each locator of the map-cache: probe state, last RTT, since when
     Rlocs,
+    DynamicEids,
     Stats,
 }
 
@@ -181,6 +183,7 @@ impl ShowWhat {
                 None => "/map-cache".into(),
             },
             ShowWhat::Rlocs => "/rlocs".into(),
+            ShowWhat::DynamicEids => "/dynamic-eids".into(),
             ShowWhat::Stats => "/stats".into(),
         }
     }
@@ -194,6 +197,7 @@ impl ShowWhat {
             ShowWhat::Database => show::database(v),
             ShowWhat::MapCache => show::map_cache(v),
             ShowWhat::Rlocs => show::rlocs(v),
+            ShowWhat::DynamicEids => show::dynamic_eids(v),
             ShowWhat::Stats => show::stats(v),
         }
     }

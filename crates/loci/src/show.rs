@@ -115,7 +115,7 @@ pub fn stats(v: &Value) -> String {
             rows.push(vec!["counter".into(), k.replace('_', "-"), s(&v[k])]);
         }
     }
-    for (section, key) in [("itr", "itr"), ("data-plane", "data_plane")] {
+    for (section, key) in [("itr", "itr"), ("data-plane", "data_plane"), ("mobility", "mobility")] {
         if let Some(m) = v[key].as_object() {
             for (k, n) in m.iter().filter(|(_, n)| !n.is_object()) {
                 rows.push(vec![section.to_string(), k.replace('_', "-"), s(n)]);
@@ -142,8 +142,16 @@ pub fn map_cache(v: &Value) -> String {
         .map(|m| {
             vec![
                 s(&m["prefix"]),
-                if m["negative"] == true { format!("negative: {}", s(&m["action"])) } else { locators(&m["locators"]) },
-                format!("{}s", s(&m["ttl_secs"])),
+                if m["negative"] == true {
+                    format!("negative: {}", s(&m["action"]))
+                } else if m["away"] == true {
+                    // A host that moved: what arrives for it is re-encapsulated to it.
+                    let to: Vec<String> = items(&m["locators"]).iter().map(|l| s(&l["address"])).collect();
+                    format!("away -> {}", to.join(","))
+                } else {
+                    locators(&m["locators"])
+                },
+                if m["away"] == true { "-".into() } else { format!("{}s", s(&m["ttl_secs"])) },
                 format!("{}s", s(&m["expires_in_secs"])),
                 if m["used_recently"] == true { "yes".into() } else { "no".into() },
             ]
@@ -168,6 +176,23 @@ pub fn rlocs(v: &Value) -> String {
         })
         .collect();
     table(&["LOCATOR", "STATE", "LAST PROBE RTT", "SINCE", "PROBES", "ENTRIES"], &rows)
+}
+
+pub fn dynamic_eids(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = items(v)
+        .iter()
+        .map(|h| {
+            vec![
+                s(&h["prefix"]),
+                s(&h["interface"]),
+                s(&h["mode"]),
+                format!("{}s ago", s(&h["since_secs_ago"])),
+                format!("{}s ago", s(&h["last_seen_secs_ago"])),
+                s(&h["state"]),
+            ]
+        })
+        .collect();
+    table(&["HOST", "INTERFACE", "MODE", "SINCE", "LAST SEEN", "STATE"], &rows)
 }
 
 pub fn subscriptions(v: &Value) -> String {

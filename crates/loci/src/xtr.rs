@@ -16,12 +16,18 @@ use crate::daemon::Shared;
 /// the next packet to the destination reports it again.
 const MISS_QUEUE: usize = 1024;
 
-/// Creates the TUN devices and routes and starts the workers.
-pub fn start(cfg: &loci_dataplane::Config, node: &Node) -> anyhow::Result<(DataPlane, mpsc::Receiver<Miss>)> {
+/// Creates the TUN devices and routes and starts the workers; with `away` (host mobility) the
+/// ETR re-encapsulates packets for hosts that moved.
+pub fn start(
+    cfg: &loci_dataplane::Config,
+    node: &Node,
+    away: Option<(loci_dataplane::Away, Arc<loci_dataplane::AwayCounters>)>,
+) -> anyhow::Result<(DataPlane, mpsc::Receiver<Miss>)> {
     let (tx, rx) = mpsc::channel(MISS_QUEUE);
     let reader = node.itr().map(|i| i.reader());
     let sink: loci_dataplane::MissSink = Arc::new(move |m| tx.try_send(m).is_ok());
-    let dp = DataPlane::start(cfg, reader, sink).context("cannot start the data plane (needs CAP_NET_ADMIN)")?;
+    let dp = DataPlane::start_with_away(cfg, reader, sink, away)
+        .context("cannot start the data plane (needs CAP_NET_ADMIN)")?;
     Ok((dp, rx))
 }
 

@@ -8,6 +8,7 @@
 //! Names: a run is `lXXXX` (four hex digits), its namespaces `lXXXX-NODE`, its files
 //! `$TMPDIR/loci-lab-lXXXX/` (configurations, API sockets, logs).
 
+mod moves;
 mod sys;
 mod topology;
 mod traffic;
@@ -32,8 +33,19 @@ pub struct Scenario {
     pub text: &'static str,
 }
 
-pub const SCENARIOS: &[Scenario] =
-    &[Scenario { name: "resolve", file: "lab/resolve.toml", text: include_str!("../../../../lab/resolve.toml") }];
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "resolve", file: "lab/resolve.toml", text: include_str!("../../../../lab/resolve.toml") },
+    Scenario {
+        name: "move-extended",
+        file: "lab/move-extended.toml",
+        text: include_str!("../../../../lab/move-extended.toml"),
+    },
+    Scenario {
+        name: "move-across",
+        file: "lab/move-across.toml",
+        text: include_str!("../../../../lab/move-across.toml"),
+    },
+];
 
 /// How long a daemon may take to open its API socket.
 const START_PATIENCE: Duration = Duration::from_secs(10);
@@ -52,7 +64,7 @@ pub fn main(o: Options) -> Result<()> {
     if o.list {
         for s in SCENARIOS {
             let t = topology::parse(s.name, Path::new(s.file), s.text)?;
-            println!("{:<10} {}", s.name, t.about);
+            println!("{:<14} {}", s.name, t.about);
         }
         return Ok(());
     }
@@ -252,6 +264,9 @@ impl<'t> Lab<'t> {
                 for addr in &e.addresses {
                     ns.ip(&["addr", "add", &addr.to_string(), "dev", &e.dev])?;
                 }
+                if let Some(mac) = &e.mac {
+                    ns.ip(&["link", "set", &e.dev, "address", mac])?;
+                }
                 if let Some(br) = &e.bridge {
                     ns.ip(&["link", "set", &e.dev, "master", br])?;
                 }
@@ -263,6 +278,12 @@ impl<'t> Lab<'t> {
                 let mut args = vec!["route", "add"];
                 args.extend(r.iter().map(String::as_str));
                 self.netns(&n.name).ip(&args).with_context(|| format!("node {}", n.name))?;
+            }
+        }
+        for n in &topo.nodes {
+            for c in &n.setup {
+                let words: Vec<&str> = c.iter().map(String::as_str).collect();
+                self.netns(&n.name).exec(&words).with_context(|| format!("node {}", n.name))?;
             }
         }
         for n in topo.nodes.iter().filter(|n| n.daemon.is_some()) {
@@ -323,6 +344,14 @@ impl<'t> Lab<'t> {
                         })?;
                     }
                     StepResult::Wait { registered: registered.clone(), secs: start.elapsed().as_secs_f64() }
+                }
+                Step::Detected { node, host, secs } => {
+                    eprintln!("waiting for {node} to serve {host} ...");
+                    StepResult::Detected(moves::detected(self, node, *host, *secs)?)
+                }
+                Step::Move(m) => {
+                    eprintln!("moving {} from {} to {} during a stream from {} ...", m.host, m.from, m.to, m.client);
+                    StepResult::Move(moves::run(self, m, port, &self.dir.path.join(format!("move-{i}")))?)
                 }
                 Step::Ping { from, address, count } => {
                     eprintln!("ping {from} -> {address} ...");
@@ -456,6 +485,8 @@ enum StepResult {
     Ping(traffic::Ping),
     Tcp(traffic::Tcp),
     Flows(FlowsResult),
+    Detected(moves::Detected),
+    Move(moves::MoveResult),
 }
 
 #[derive(Serialize)]
@@ -525,6 +556,8 @@ impl Report {
                     "tcp          {} -> {} ({}): {:.2} Gbit/s over {} s ({:.1} MB, {} retransmits)\n",
                     t.from, t.to, t.address, t.gbit_per_s, t.secs, t.bytes as f64 / 1e6, t.retransmits
                 ),
+                StepResult::Detected(d) => d.render(),
+                StepResult::Move(m) => m.render(),
                 StepResult::Flows(f) => {
                     let c = &f.counts;
                     let mut s = format!(

@@ -52,6 +52,10 @@ struct RawNode {
     /// `loci show` tables printed for this node's daemon.
     #[serde(default)]
     show: Vec<String>,
+    /// Commands run in the node's namespace once links and routes are up (`tc` filters,
+    /// `sysctl`), as words.
+    #[serde(default)]
+    setup: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,6 +74,8 @@ struct RawEnd {
     addresses: Vec<String>,
     /// A bridge of the node this end joins.
     bridge: Option<String>,
+    /// MAC address of the device (a shared gateway MAC, for example).
+    mac: Option<String>,
 }
 
 /// One traffic step. Nodes are named by their topology name.
@@ -102,6 +108,59 @@ pub enum Step {
     /// what each of the `etrs` decapsulated meanwhile and, when `router` is given, the packets
     /// the underlay router sent towards each of `locators`.
     Flows(Flows),
+    /// Wait until `node`'s daemon serves `host` as a dynamic EID and its registration is
+    /// acknowledged (host mobility).
+    Detected {
+        node: String,
+        host: IpAddr,
+        #[serde(default = "default_wait_secs")]
+        secs: u64,
+    },
+    /// Host mobility: move a host between site bridges during a UDP stream and a TCP
+    /// connection from a remote client (see [`super::moves`]).
+    Move(Move),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Move {
+    /// The host's node and EID.
+    pub host: String,
+    pub address: IpAddr,
+    /// The host pings its gateway once re-attached, as a hypervisor makes a moved guest
+    /// announce itself (its first packet at the new site).
+    pub gateway: IpAddr,
+    /// The switch-side end of the host's link: device `port` on node `from`, moved into bridge
+    /// `bridge` of node `to`.
+    pub port: String,
+    pub from: String,
+    pub to: String,
+    pub bridge: String,
+    /// Sends a numbered UDP stream (iperf3) to the host and keeps a TCP connection to it.
+    pub client: String,
+    /// The client's xTR: its map-cache must follow the host to `new_rloc`.
+    pub itr: String,
+    /// The xTRs the host leaves and joins.
+    pub old: String,
+    pub new: String,
+    pub new_rloc: IpAddr,
+    #[serde(default = "default_move_pps")]
+    pub pps: u32,
+    #[serde(default = "default_move_secs")]
+    pub secs: u32,
+    /// When in the stream the host moves.
+    #[serde(default = "default_move_at_ms")]
+    pub at_ms: u64,
+}
+
+fn default_move_pps() -> u32 {
+    1000
+}
+fn default_move_secs() -> u32 {
+    6
+}
+fn default_move_at_ms() -> u64 {
+    2000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -162,6 +221,7 @@ pub struct Node {
     pub bridges: Vec<String>,
     pub routes: Vec<Vec<String>>,
     pub show: Vec<ShowWhat>,
+    pub setup: Vec<Vec<String>>,
     /// The `loci` configuration, when a daemon runs here.
     pub daemon: Option<toml::Table>,
 }
@@ -177,6 +237,7 @@ pub struct End {
     pub dev: String,
     pub addresses: Vec<IpNet>,
     pub bridge: Option<String>,
+    pub mac: Option<String>,
 }
 
 /// The `loci` configuration of a daemon: the scenario's table with the API socket and state
@@ -238,6 +299,14 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                 .map_err(|_| err(&format!("{at}.show[{j}]"), format!("{s:?} is not one of {}", names.join(", "))))?;
             show.push(w);
         }
+        let mut setup = Vec::new();
+        for (j, c) in n.setup.iter().enumerate() {
+            let words: Vec<String> = c.split_whitespace().map(String::from).collect();
+            if words.is_empty() {
+                return Err(err(&format!("{at}.setup[{j}]"), "an empty command".into()));
+            }
+            setup.push(words);
+        }
         nodes.push(Node {
             name: n.name.clone(),
             about: n.about.clone(),
@@ -245,6 +314,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             bridges: n.bridges.clone(),
             routes,
             show,
+            setup,
             daemon: None,
         });
     }
@@ -285,7 +355,12 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                     ));
                 }
             }
-            ends.push(End { node, dev: e.dev.clone(), addresses, bridge: e.bridge.clone() });
+            if let Some(m) = &e.mac {
+                if loci_dataplane::parse_mac(m).is_none() {
+                    return Err(err(&format!("{at}.mac"), format!("{m:?} is not a MAC address (02:00:00:00:00:01)")));
+                }
+            }
+            ends.push(End { node, dev: e.dev.clone(), addresses, bridge: e.bridge.clone(), mac: e.mac.clone() });
         }
         let Ok(ends) = <[End; 2]>::try_from(ends) else { unreachable!("a link has two ends") };
         links.push(Link { ends });
@@ -379,6 +454,42 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                         return Err(err(&format!("{at}.locators"), "locators are counted at a router: name it".into()))
                     }
                     None => {}
+                }
+            }
+            Step::Detected { node, secs, .. } => {
+                daemon_node(&format!("{at}.detected.node"), node)?;
+                if *secs == 0 || *secs > 120 {
+                    return Err(err(&format!("{at}.detected.secs"), format!("{secs}: 1-120")));
+                }
+            }
+            Step::Move(m) => {
+                let at = format!("{at}.move");
+                known(&format!("{at}.host"), &m.host)?;
+                known(&format!("{at}.client"), &m.client)?;
+                for (f, n) in [("itr", &m.itr), ("old", &m.old), ("new", &m.new)] {
+                    daemon_node(&format!("{at}.{f}"), n)?;
+                }
+                let from = known(&format!("{at}.from"), &m.from)?;
+                let on_bridge =
+                    links.iter().flat_map(|l| &l.ends).any(|e| e.node == from && e.dev == m.port && e.bridge.is_some());
+                if !on_bridge {
+                    return Err(err(&format!("{at}.port"), format!("{from} has no bridged link end {:?}", m.port)));
+                }
+                let to = known(&format!("{at}.to"), &m.to)?;
+                if !nodes.iter().any(|n| n.name == to && n.bridges.contains(&m.bridge)) {
+                    return Err(err(&format!("{at}.bridge"), format!("node {to} has no bridge {:?}", m.bridge)));
+                }
+                if m.pps == 0 || m.pps > 10_000 {
+                    return Err(err(&format!("{at}.pps"), format!("{}: 1-10000", m.pps)));
+                }
+                if m.secs < 2 || m.secs > 30 {
+                    return Err(err(&format!("{at}.secs"), format!("{}: 2-30", m.secs)));
+                }
+                if m.at_ms >= u64::from(m.secs) * 1000 {
+                    return Err(err(
+                        &format!("{at}.at-ms"),
+                        format!("{}: the move must happen during the stream", m.at_ms),
+                    ));
                 }
             }
         }
