@@ -81,6 +81,16 @@ const NONE: u32 = u32::MAX;
 /// At most 2^22 direct-index slots (16 MiB of `u32`), reached from about 8 M ranges.
 const MAX_DIRECT_BITS: u32 = 22;
 
+/// Addresses from `start` up to the next range's start, and the prefix that owns them.
+#[derive(Debug, Clone)]
+struct Range<K, V> {
+    start: K,
+    /// Index of the owning prefix, or `NONE`.
+    owner: u32,
+    /// A copy of the owner's value, in the same cache line: a lookup reads nothing else.
+    value: Option<V>,
+}
+
 /// Longest-prefix match over one family's prefixes, read-only.
 #[derive(Debug, Clone)]
 pub struct Lpm<K, V> {
@@ -90,9 +100,9 @@ pub struct Lpm<K, V> {
     values: Box<[V]>,
     /// For each prefix, the index of the most specific other prefix covering it, or `NONE`.
     parents: Box<[u32]>,
-    /// Disjoint ranges covering the whole address space in order: (first address, index of
-    /// the owning prefix or `NONE`). Adjacent ranges have different owners.
-    ranges: Box<[(K, u32)]>,
+    /// Disjoint ranges covering the whole address space in order. Adjacent ranges have
+    /// different owners.
+    ranges: Box<[Range<K, V>]>,
     /// Slot `b` holds the index of the range containing the first address of slice `b`; the
     /// ranges starting inside slice `b` run up to slot `b + 1`.
     direct: Box<[u32]>,
@@ -105,18 +115,19 @@ pub struct Lpm<K, V> {
     hi: K,
 }
 
-impl<K: Key, V> Default for Lpm<K, V> {
+impl<K: Key, V: Clone> Default for Lpm<K, V> {
     fn default() -> Self {
         Self::build(Vec::new())
     }
 }
 
-impl<K: Key, V> Lpm<K, V> {
+impl<K: Key, V: Clone> Lpm<K, V> {
     /// Builds the table from (network address without host bits, length, value), in any order.
     /// Panics on duplicate prefixes (callers build from maps, which have none).
     pub fn build(mut entries: Vec<(K, u8, V)>) -> Self {
-        // Linear when already sorted, as tables iterate.
-        entries.sort_by_key(|a| (a.0, a.1));
+        if !entries.is_sorted_by_key(|a| (a.0, a.1)) {
+            entries.sort_by_key(|a| (a.0, a.1));
+        }
         let n = entries.len();
         let mut prefixes = Vec::with_capacity(n);
         let mut values = Vec::with_capacity(n);
@@ -173,12 +184,20 @@ impl<K: Key, V> Lpm<K, V> {
             direct.push(r as u32);
         }
         direct.push((ranges.len() - 1) as u32);
+        let ranges = ranges
+            .into_iter()
+            .map(|(start, owner)| Range {
+                start,
+                owner,
+                value: (owner != NONE).then(|| values[owner as usize].clone()),
+            })
+            .collect();
 
         Lpm {
             prefixes: prefixes.into(),
             values: values.into(),
             parents: parents.into(),
-            ranges: ranges.into(),
+            ranges,
             direct: direct.into(),
             skip,
             width,
@@ -186,7 +205,9 @@ impl<K: Key, V> Lpm<K, V> {
             hi,
         }
     }
+}
 
+impl<K: Key, V> Lpm<K, V> {
     pub fn len(&self) -> usize {
         self.prefixes.len()
     }
@@ -198,6 +219,18 @@ impl<K: Key, V> Lpm<K, V> {
     /// The index of the most specific prefix containing `addr`.
     #[inline]
     pub fn longest(&self, addr: K) -> Option<usize> {
+        let owner = self.range(addr)?.owner;
+        (owner != NONE).then_some(owner as usize)
+    }
+
+    /// The value of the most specific prefix containing `addr`.
+    #[inline]
+    pub fn lookup(&self, addr: K) -> Option<&V> {
+        self.range(addr)?.value.as_ref()
+    }
+
+    #[inline]
+    fn range(&self, addr: K) -> Option<&Range<K, V>> {
         if addr < self.lo || addr > self.hi {
             return None;
         }
@@ -207,9 +240,7 @@ impl<K: Key, V> Lpm<K, V> {
         // is ours. `last` may be the range holding the next slice's first address: still a
         // candidate, as it may start inside this slice.
         let slice = &self.ranges[first + 1..=last];
-        let i = first + slice.partition_point(|r| r.0 <= addr);
-        let owner = self.ranges[i].1;
-        (owner != NONE).then_some(owner as usize)
+        Some(&self.ranges[first + slice.partition_point(|r| r.start <= addr)])
     }
 
     /// The prefix and value at index `i`.
@@ -233,6 +264,11 @@ impl<K: Key, V> Lpm<K, V> {
     /// Prefixes containing `addr`, most specific first.
     pub fn chain(&self, addr: K) -> impl Iterator<Item = usize> + '_ {
         std::iter::successors(self.longest(addr), |&i| self.parent(i))
+    }
+
+    /// Lengths and values of the prefixes containing `addr`, most specific first.
+    fn chain_values(&self, addr: K) -> impl Iterator<Item = (u8, &V)> + '_ {
+        self.chain(addr).map(|i| (self.prefixes[i].1, &self.values[i]))
     }
 
     /// The index of exactly `addr/len` (`addr` without host bits).
@@ -295,16 +331,19 @@ impl<V> Default for FrozenTable<V> {
     }
 }
 
-impl<V> FromIterator<(EidPrefix, V)> for FrozenTable<V> {
+impl<V: Clone> FromIterator<(EidPrefix, V)> for FrozenTable<V> {
     /// From entries in any order (linear for the order tables iterate in); later duplicates
     /// of a prefix replace earlier ones.
     fn from_iter<I: IntoIterator<Item = (EidPrefix, V)>>(iter: I) -> Self {
         let mut all: Vec<(EidPrefix, V)> = iter.into_iter().collect();
-        all.sort_by_key(|a| key_order(&a.0));
-        // Keep the last of equal prefixes (the sort is stable).
-        all.reverse();
-        all.dedup_by(|later, earlier| key_order(&later.0) == key_order(&earlier.0));
-        all.reverse();
+        // Tables iterate in this order already, without duplicates.
+        if !all.is_sorted_by(|a, b| key_order(&a.0) < key_order(&b.0)) {
+            all.sort_by_key(|a| key_order(&a.0));
+            // Keep the last of equal prefixes (the sort is stable).
+            all.reverse();
+            all.dedup_by(|later, earlier| key_order(&later.0) == key_order(&earlier.0));
+            all.reverse();
+        }
         let len = all.len();
         let mut instances: Vec<(u32, Entries<V>)> = Vec::new();
         for (p, v) in all {
@@ -377,9 +416,20 @@ impl<V> FrozenTable<V> {
     #[inline]
     pub fn lookup(&self, iid: u32, ip: IpAddr) -> Option<&V> {
         match self.family(iid, ip)? {
-            Family::V4(t, k) => t.longest(k).map(|i| t.value(i)),
-            Family::V6(t, k) => t.longest(k).map(|i| t.value(i)),
+            Family::V4(t, k) => t.lookup(k),
+            Family::V6(t, k) => t.lookup(k),
         }
+    }
+
+    /// The lengths and values of the entries containing `ip` in instance `iid`, most specific
+    /// first (`covering_ip` without building the prefixes).
+    pub fn chain(&self, iid: u32, ip: IpAddr) -> impl Iterator<Item = (u8, &V)> + '_ {
+        let (v4, v6) = match self.family(iid, ip) {
+            Some(Family::V4(t, k)) => (Some(t.chain_values(k)), None),
+            Some(Family::V6(t, k)) => (None, Some(t.chain_values(k))),
+            None => (None, None),
+        };
+        v4.into_iter().flatten().chain(v6.into_iter().flatten())
     }
 
     /// The most specific entry containing `ip` in instance `iid`.
@@ -559,6 +609,7 @@ mod tests {
                 prop_assert_eq!(t.lookup(iid, a).copied(), want.map(|(p, _)| p));
                 let mut chain: Vec<EidPrefix> = reference.covering(&EidPrefix::host(iid, a)).map(|(p, _)| p).collect();
                 chain.reverse();
+                prop_assert_eq!(t.chain(iid, a).map(|(len, p)| (len, *p)).collect::<Vec<_>>(), chain.iter().map(|p| (p.prefix_len(), *p)).collect::<Vec<_>>());
                 prop_assert_eq!(t.covering_ip(iid, a).map(|(p, _)| p).collect::<Vec<_>>(), chain);
             }
             for q in entries.iter().chain(&extra) {

@@ -195,9 +195,6 @@ impl Snapshot {
     /// The most specific mapping covering `dst` in instance `iid`.
     #[inline]
     pub fn lookup(&self, iid: u32, dst: IpAddr) -> Option<&Arc<Mapping>> {
-        if self.delta.is_empty() {
-            return self.base.lookup(iid, dst);
-        }
         overlay_lookup(&self.base, &self.delta, iid, dst)
     }
 
@@ -224,11 +221,14 @@ fn overlay_lookup<'a>(
     iid: u32,
     dst: IpAddr,
 ) -> Option<&'a Arc<Mapping>> {
-    let mut d = delta.covering_ip(iid, dst).peekable();
-    let mut b = base.covering_ip(iid, dst).peekable();
+    let mut d = delta.chain(iid, dst).peekable();
+    if d.peek().is_none() {
+        return base.lookup(iid, dst);
+    }
+    let mut b = base.chain(iid, dst).peekable();
     loop {
-        let dlen = d.peek().map(|(p, _)| p.prefix_len());
-        let blen = b.peek().map(|(p, _)| p.prefix_len());
+        let dlen = d.peek().map(|(len, _)| *len);
+        let blen = b.peek().map(|(len, _)| *len);
         match (dlen, blen) {
             (None, _) => return b.next().map(|(_, m)| m),
             (Some(dl), Some(bl)) if bl > dl => return b.next().map(|(_, m)| m),
