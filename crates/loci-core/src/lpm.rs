@@ -268,7 +268,10 @@ impl<K: Key, V> Lpm<K, V> {
 
     /// Lengths and values of the prefixes containing `addr`, most specific first.
     fn chain_values(&self, addr: K) -> impl Iterator<Item = (u8, &V)> + '_ {
-        self.chain(addr).map(|i| (self.prefixes[i].1, &self.values[i]))
+        // The first value from the range itself, a cache miss saved.
+        let first = self.range(addr).and_then(|r| Some((r.owner as usize, r.value.as_ref()?)));
+        std::iter::successors(first, |&(i, _)| self.parent(i).map(|p| (p, &self.values[p])))
+            .map(|(i, v)| (self.prefixes[i].1, v))
     }
 
     /// The index of exactly `addr/len` (`addr` without host bits).
