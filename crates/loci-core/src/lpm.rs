@@ -123,10 +123,15 @@ impl<K: Key, V: Clone> Default for Lpm<K, V> {
 
 impl<K: Key, V: Clone> Lpm<K, V> {
     /// Builds the table from (network address without host bits, length, value), in any order.
-    /// Panics on duplicate prefixes (callers build from maps, which have none).
+    /// Lengths beyond the address width are dropped; of equal prefixes the last one stays.
     pub fn build(mut entries: Vec<(K, u8, V)>) -> Self {
-        if !entries.is_sorted_by_key(|a| (a.0, a.1)) {
+        entries.retain(|e| u32::from(e.1) <= K::BITS);
+        // Tables iterate sorted and without duplicates: then this is one pass.
+        if !entries.is_sorted_by(|a, b| (a.0, a.1) < (b.0, b.1)) {
             entries.sort_by_key(|a| (a.0, a.1));
+            entries.reverse();
+            entries.dedup_by_key(|a| (a.0, a.1));
+            entries.reverse();
         }
         let n = entries.len();
         let mut prefixes = Vec::with_capacity(n);
@@ -135,7 +140,6 @@ impl<K: Key, V: Clone> Lpm<K, V> {
             prefixes.push((k, len));
             values.push(v);
         }
-        assert!(prefixes.windows(2).all(|w| w[0] != w[1]), "duplicate prefix");
         assert!(n < NONE as usize, "too many prefixes");
 
         // Sweep in order with the stack of prefixes still open (each covers the next).
@@ -537,6 +541,8 @@ mod tests {
         assert!(FrozenTable::<()>::default().lookup(0, ip("1.2.3.4")).is_none());
         let empty: Lpm<u32, ()> = Lpm::build(Vec::new());
         assert_eq!(empty.longest(0), None);
+        let odd = Lpm::build(vec![(0x0a00_0000u32, 8, 1), (0x0a00_0000, 8, 2), (0x0a00_0000, 33, 3)]);
+        assert_eq!((odd.len(), odd.lookup(0x0a01_0203)), (1, Some(&2)), "last duplicate kept, bad length dropped");
     }
 
     #[test]
