@@ -1,8 +1,10 @@
-//! Longest-prefix match and negative-reply cost on tables of 1,000,000 EID prefixes.
+//! Longest-prefix match and negative-reply cost on tables of 1,000,000 EID prefixes: the
+//! mutable trie-based `PrefixTable` and the read-only `FrozenTable` snapshots are built from,
+//! on the same tables and addresses.
 //!
 //! Every lookup address falls inside an entry (so each lookup walks to a real match), and the
 //! addresses are shuffled over 64 Ki entries so caches see a realistic spread. Memory per entry
-//! (from `PrefixTable::mem_size`) is printed once per table while it is built.
+//! (from `mem_size`) and the time to build the frozen table are printed once per table.
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -11,6 +13,7 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use ipnet::IpNet;
 use loci_core::eid::EidPrefix;
+use loci_core::lpm::FrozenTable;
 use loci_core::negative;
 use loci_core::prefix_table::PrefixTable;
 
@@ -87,7 +90,7 @@ fn v6(bits: u128, len: u8) -> IpNet {
 
 fn lookups(c: &mut Criterion, name: &str, table: &PrefixTable<u32>, probes: &[IpAddr]) {
     let mut i = 0;
-    c.bench_function(name, |b| {
+    c.bench_function(&format!("lpm/{name}"), |b| {
         b.iter(|| {
             i = (i + 1) & (PROBES - 1);
             let hit = table.longest_match(0, black_box(probes[i]));
@@ -97,29 +100,58 @@ fn lookups(c: &mut Criterion, name: &str, table: &PrefixTable<u32>, probes: &[Ip
     });
 }
 
+/// The same lookups in a `FrozenTable` built from `table` (after checking it agrees).
+fn frozen_lookups(c: &mut Criterion, name: &str, table: &PrefixTable<u32>, probes: &[IpAddr]) {
+    let start = Instant::now();
+    let frozen: FrozenTable<u32> = table.iter().map(|(p, v)| (p, *v)).collect();
+    let built = start.elapsed();
+    eprintln!(
+        "{name}: frozen table built in {built:.2?}, memory {:.1} MiB = {:.1} bytes/entry (value u32)",
+        frozen.mem_size() as f64 / (1 << 20) as f64,
+        frozen.mem_size() as f64 / frozen.len() as f64
+    );
+    for &a in probes.iter().step_by(64) {
+        assert_eq!(frozen.longest_match(0, a).map(|(p, v)| (p, *v)), table.longest_match(0, a).map(|(p, v)| (p, *v)));
+    }
+    let mut i = 0;
+    c.bench_function(&format!("frozen/{name}"), |b| {
+        b.iter(|| {
+            i = (i + 1) & (PROBES - 1);
+            let hit = frozen.lookup(0, black_box(probes[i]));
+            debug_assert!(hit.is_some());
+            black_box(hit)
+        })
+    });
+}
+
+fn both(c: &mut Criterion, name: &str, table: &PrefixTable<u32>, probes: &[IpAddr]) {
+    lookups(c, name, table, probes);
+    frozen_lookups(c, name, table, probes);
+}
+
 fn lpm(c: &mut Criterion) {
     let mut rng = Rng(0x10c1);
     // Mixed lengths /8../32 anywhere in the space.
     let (t, p) = build("v4 mixed /8-/32", &mut rng, |r| v4(r.next() as u32, 8 + r.below(25) as u8));
-    lookups(c, "lpm/v4_mixed_1M", &t, &p);
+    both(c, "v4_mixed_1M", &t, &p);
     // The same table with 256 hot addresses: trie work without DRAM misses (a flow cache's view).
     let hot: Vec<IpAddr> = p.iter().take(256).cycle().take(PROBES).copied().collect();
-    lookups(c, "lpm/v4_mixed_1M_hot", &t, &hot);
+    both(c, "v4_mixed_1M_hot", &t, &hot);
     drop(t);
     // Hosts packed into one /8: the /32 map-cache or registration table of a large site.
     let (t, p) = build("v4 /32 in 10/8", &mut rng, |r| v4(0x0a00_0000 | (r.next() as u32 & 0x00ff_ffff), 32));
-    lookups(c, "lpm/v4_host32_1M", &t, &p);
+    both(c, "v4_host32_1M", &t, &p);
     drop(t);
     // Mixed lengths /16../128 inside 2000::/3.
     let (t, p) = build("v6 mixed /16-/128", &mut rng, |r| v6((1 << 125) | (r.u128() >> 3), 16 + r.below(113) as u8));
-    lookups(c, "lpm/v6_mixed_1M", &t, &p);
+    both(c, "v6_mixed_1M", &t, &p);
     drop(t);
     // Hosts with random interface IDs in 4096 /64s of 2001:db8::/32 (SLAAC-like).
     let (t, p) = build("v6 /128 in 4096 /64s", &mut rng, |r| {
         let net = (0x2001_0db8u128 << 96) | (u128::from(r.below(4096) as u32) << 64);
         v6(net | u128::from(r.next()), 128)
     });
-    lookups(c, "lpm/v6_host128_1M", &t, &p);
+    both(c, "v6_host128_1M", &t, &p);
 }
 
 /// Negative replies against 1 M registered /32s in 64 site /16s, for EIDs inside and outside.

@@ -12,6 +12,7 @@ pub mod etr;
 pub mod flow_cache;
 pub mod itr;
 pub mod locator;
+pub mod lpm;
 pub mod map_cache;
 pub mod map_resolver;
 pub mod map_server;

@@ -11,9 +11,11 @@
 //!
 //! Publishing must not copy a million entries per Map-Reply, so a snapshot is a large shared
 //! `base` table plus a small `delta` of the changes since (an entry, or a tombstone for a
-//! removal). Publishing copies the delta; when the delta grows past about sqrt(2n) entries it is
-//! folded into a new base, so the cost per change stays near O(sqrt n) amortized and a lookup
-//! is one or two trie walks.
+//! removal). Both are read-only [`FrozenTable`]s (direct-indexed address ranges, a few cache
+//! misses per lookup however large the table) rather than tries. Publishing builds the delta's;
+//! when the delta grows past about sqrt(2n) entries the base is rebuilt from the authoritative
+//! table, so the cost per change stays near O(sqrt n) amortized and a lookup is one table
+//! lookup (two while a delta exists).
 //!
 //! Use tracking: every [`Mapping`] carries two bits the data plane sets with one relaxed load
 //! (and a store only when a bit is still clear, so a hot entry's cache line is not written per
@@ -41,6 +43,7 @@ use loci_wire::Action;
 
 use crate::eid::EidPrefix;
 use crate::locator::{choose, Families, Rloc};
+use crate::lpm::FrozenTable;
 use crate::prefix_table::PrefixTable;
 
 const USED_CLOCK: u8 = 1;
@@ -177,9 +180,9 @@ impl DropReason {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     generation: u64,
-    base: Arc<PrefixTable<Arc<Mapping>>>,
+    base: Arc<FrozenTable<Arc<Mapping>>>,
     /// Changes since `base`: a newer mapping, or `None` where the base entry was removed.
-    delta: PrefixTable<Option<Arc<Mapping>>>,
+    delta: FrozenTable<Option<Arc<Mapping>>>,
 }
 
 impl Snapshot {
@@ -208,45 +211,36 @@ impl Snapshot {
     }
 }
 
-/// Longest match in `base` overridden by `delta`. The common cases cost two trie walks (one
-/// when the delta is empty); only a lookup that lands on a removed entry merges the covering
-/// chains of both tables.
+/// Longest match in `base` overridden by `delta`: the covering entries of both, most specific
+/// first, where a delta entry replaces the base entry of its prefix and a tombstone hides it.
+/// Usually the first step decides (the delta has nothing covering `dst`, or its most specific
+/// entry is a mapping at least as long as the base's).
 fn overlay_lookup<'a>(
-    base: &'a PrefixTable<Arc<Mapping>>,
-    delta: &'a PrefixTable<Option<Arc<Mapping>>>,
+    base: &'a FrozenTable<Arc<Mapping>>,
+    delta: &'a FrozenTable<Option<Arc<Mapping>>>,
     iid: u32,
     dst: IpAddr,
 ) -> Option<&'a Arc<Mapping>> {
-    let b = base.longest_match(iid, dst);
-    if delta.is_empty() {
-        return b.map(|(_, m)| m);
+    let mut d = delta.chain(iid, dst).peekable();
+    if d.peek().is_none() {
+        return base.lookup(iid, dst);
     }
-    match (delta.longest_match(iid, dst), b) {
-        (None, b) => b.map(|(_, m)| m),
-        // A base entry more specific than every delta entry covering dst is not in the delta
-        // (else the delta's longest match would be at least as long), so it stands.
-        (Some((dp, _)), Some((bp, m))) if bp.prefix_len() > dp.prefix_len() => Some(m),
-        (Some((_, Some(m))), _) => Some(m),
-        (Some((_, None)), _) => {
-            // The longest delta entry is a tombstone: walk both chains, shortest first.
-            let host = EidPrefix::host(iid, dst);
-            let mut best: Option<&Arc<Mapping>> = None;
-            let mut d = delta.covering(&host).peekable();
-            for (bp, m) in base.covering(&host) {
-                // Delta entries shorter than this base entry are insertions (a tombstone pairs with
-                // the base entry of its own length, handled below).
-                while let Some((_, v)) = d.next_if(|(dp, _)| dp.prefix_len() < bp.prefix_len()) {
-                    best = v.as_ref().or(best);
+    let mut b = base.chain(iid, dst).peekable();
+    loop {
+        let dlen = d.peek().map(|(len, _)| *len);
+        let blen = b.peek().map(|(len, _)| *len);
+        match (dlen, blen) {
+            (None, _) => return b.next().map(|(_, m)| m),
+            (Some(dl), Some(bl)) if bl > dl => return b.next().map(|(_, m)| m),
+            (Some(dl), bl) => {
+                if bl == Some(dl) {
+                    // The delta's version of this prefix stands in for the base's.
+                    b.next();
                 }
-                match d.next_if(|(dp, _)| dp.prefix_len() == bp.prefix_len()) {
-                    Some((_, v)) => best = v.as_ref().or(best),
-                    None => best = Some(m),
+                if let Some((_, Some(m))) = d.next() {
+                    return Some(m);
                 }
             }
-            for (_, v) in d {
-                best = v.as_ref().or(best);
-            }
-            best
         }
     }
 }
@@ -350,7 +344,8 @@ pub fn refresh_margin(ttl: Duration) -> Duration {
 pub struct MapCache {
     config: MapCacheConfig,
     entries: PrefixTable<Entry>,
-    base: Arc<PrefixTable<Arc<Mapping>>>,
+    /// What the snapshots share; rebuilt from `entries` when the delta grows large.
+    base: Arc<FrozenTable<Arc<Mapping>>>,
     delta: PrefixTable<Option<Arc<Mapping>>>,
     current: Arc<ArcSwap<Snapshot>>,
     generation: u64,
@@ -710,21 +705,15 @@ impl MapCache {
         self.generation += 1;
         let threshold = 64usize.max(((2 * self.entries.len()) as f64).sqrt() as usize);
         if self.delta.len() > threshold {
-            // Fold the delta into a new base (the old one stays alive while readers hold it).
-            let mut base = (*self.base).clone();
-            for (p, v) in self.delta.iter() {
-                match v {
-                    Some(m) => base.insert(p, m.clone()),
-                    None => base.remove(&p),
-                };
-            }
-            self.base = Arc::new(base);
+            // Rebuild the base from the authoritative table (the old one stays alive while
+            // readers hold it).
+            self.base = Arc::new(self.entries.iter().map(|(p, e)| (p, e.mapping.clone())).collect());
             self.delta.clear();
         }
         self.current.store(Arc::new(Snapshot {
             generation: self.generation,
             base: self.base.clone(),
-            delta: self.delta.clone(),
+            delta: self.delta.iter().map(|(p, v)| (p, v.clone())).collect(),
         }));
     }
 }
