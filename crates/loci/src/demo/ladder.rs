@@ -216,6 +216,8 @@ pub fn handling_text(h: Handling) -> String {
         Handling::Miss { queued: false } => "no mapping, queue full: dropped, resolving".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
         Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
+        Handling::Reencapsulated { rloc, .. } => format!("host moved away: re-encapsulated to {rloc}"),
+        Handling::HostAnnounced => "host seen on the site interface".into(),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
@@ -228,6 +230,8 @@ pub fn handling_short(h: Handling) -> String {
         Handling::Miss { queued: false } => "miss: dropped".into(),
         Handling::NativeForwarded => "native forward".into(),
         Handling::Decapsulated { iid } => format!("decap, iid {iid}"),
+        Handling::Reencapsulated { rloc, .. } => format!("away: re-encap to {rloc}"),
+        Handling::HostAnnounced => "host seen".into(),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
