@@ -5,6 +5,7 @@
 //! JSON, SVG). To add one: a file with a `SCENARIO` constant, its `mod` line, and its entry in
 //! [`SCENARIOS`].
 
+mod failover;
 mod ladder;
 mod move_across;
 mod move_extended;
@@ -30,8 +31,14 @@ pub struct Scenario {
     pub run: fn(seed: u64) -> Outcome,
 }
 
-pub const SCENARIOS: &[Scenario] =
-    &[resolve::SCENARIO, negative::SCENARIO, vpn::SCENARIO, move_extended::SCENARIO, move_across::SCENARIO];
+pub const SCENARIOS: &[Scenario] = &[
+    resolve::SCENARIO,
+    negative::SCENARIO,
+    vpn::SCENARIO,
+    move_extended::SCENARIO,
+    move_across::SCENARIO,
+    failover::SCENARIO,
+];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
@@ -47,16 +54,21 @@ pub struct Outcome {
     /// Where the story is, for scenarios with long streams or steady probing: when set, data
     /// packets and RLOC probes outside these spans of virtual time are counted, not listed.
     pub windows: Vec<(Duration, Duration)>,
+    /// More spans where RLOC probes (not data) are listed too.
+    pub probe_windows: Vec<(Duration, Duration)>,
 }
 
 impl Outcome {
     pub fn new(sim: Sim, topology: Vec<String>, lanes: Vec<Id>, tables: String) -> Self {
-        Outcome { sim, topology, lanes, tables, windows: Vec::new() }
+        Outcome { sim, topology, lanes, tables, windows: Vec::new(), probe_windows: Vec::new() }
     }
 
     /// Whether `step` falls in one of the windows (or there are none).
     fn in_window(&self, step: &Step) -> bool {
-        self.windows.is_empty() || self.windows.iter().any(|(a, b)| (*a..=*b).contains(&step.sent))
+        let within = |w: &[(Duration, Duration)]| w.iter().any(|(a, b)| (*a..=*b).contains(&step.sent));
+        self.windows.is_empty()
+            || within(&self.windows)
+            || (ladder::is_probe(&step.fields) && within(&self.probe_windows))
     }
 }
 
