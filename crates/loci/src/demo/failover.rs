@@ -145,8 +145,11 @@ fn measure(sim: &Sim, b: Id, d1: Id, cut: Duration, repaired: Duration, sent: u3
 /// The ITR's view of each locator (`loci show rlocs`).
 fn locators(sim: &Sim, b: Id) -> String {
     let Some(p) = sim.node(b).itr().and_then(|i| i.prober()) else { return String::new() };
-    let rows: Vec<Vec<String>> = p
-        .locators()
+    // The prober keeps its locators in a hash map: sorted, for a reproducible table.
+    let mut states: Vec<_> = p.locators().collect();
+    states.sort_by_key(|(addr, _)| *addr);
+    let rows: Vec<Vec<String>> = states
+        .into_iter()
         .map(|(addr, s)| {
             vec![
                 addr.to_string(),
