@@ -10,6 +10,10 @@
 //! to its node and encapsulates; the ETR that owns the outer destination decapsulates and hands
 //! the inner packet to its host of that instance ID. Both steps are loci-core's functions, as
 //! in the real data plane (see [`xtr`]).
+//!
+//! Mobility: [`Sim::move_host`] moves a host behind other xTRs and has it send a gratuitous
+//! ARP there; from then on its packets are reported as a host seen on its site interface, and
+//! ETRs re-encapsulate packets for hosts that moved away (see [`xtr`]).
 #![forbid(unsafe_code)]
 
 pub mod packet;
