@@ -10,6 +10,10 @@
 //! to its node and encapsulates; the ETR that owns the outer destination decapsulates and hands
 //! the inner packet to its host of that instance ID. Both steps are loci-core's functions, as
 //! in the real data plane (see [`xtr`]).
+//!
+//! Mobility: [`Sim::move_host`] moves a host behind other xTRs and has it send a gratuitous
+//! ARP there; from then on its packets are reported as a host seen on its site interface, and
+//! ETRs re-encapsulate packets for hosts that moved away (see [`xtr`]).
 #![forbid(unsafe_code)]
 
 pub mod packet;
@@ -79,6 +83,8 @@ struct Member {
     data_plane: Option<DataPlane>,
     /// A host's site.
     site: Option<Site>,
+    /// A host that is a dynamic EID: the site interface its xTR sees its packets on.
+    interface: Option<String>,
 }
 
 /// Where a host sits: behind these xTRs (the first is its gateway), in this instance.
@@ -144,6 +150,9 @@ impl Sim {
     pub fn restart_node(&mut self, id: Id, config: NodeConfig) {
         let seed = self.rng.gen();
         let node = Node::new(config, seed, self.now);
+        if let Some(dp) = &mut self.members[id].data_plane {
+            dp.attach(&node);
+        }
         self.members[id].host = Host::Node(Box::new(node));
     }
 
@@ -161,18 +170,45 @@ impl Sim {
         if xtrs.is_empty() || !nodes {
             return None;
         }
-        for &x in xtrs {
-            let m = &mut self.members[x];
-            let Host::Node(node) = &m.host else { continue };
-            let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node.itr().map(|i| i.reader())));
-            dp.add_instance(iid, self.now);
-        }
+        self.attach(xtrs, iid);
         let site = Site { xtrs: xtrs.to_vec(), iid };
         Some(self.push(name.into(), &[eid], Host::Endpoint(Vec::new()), Some(site)))
     }
 
+    /// Moves host `host` (a VM migrating) behind the xTR nodes `xtrs` (its gateway first; in
+    /// extended-subnet mode add the xTRs that still reach it over the LAN extension), on their
+    /// site interface `interface`: from now on every packet it sends is reported there as a
+    /// host seen (`Node::handle_host_seen`), as the real data plane does, and at once it sends
+    /// a gratuitous ARP to its gateway, as a hypervisor does after a move. The first call makes
+    /// a host a dynamic EID where it stands. Returns false (changing nothing) when `host` is
+    /// not a host or `xtrs` is empty or names something other than a node.
+    pub fn move_host(&mut self, host: Id, xtrs: &[Id], interface: &str) -> bool {
+        let nodes = xtrs.iter().all(|&x| matches!(self.members.get(x).map(|m| &m.host), Some(Host::Node(_))));
+        let Some(iid) = self.members.get(host).and_then(|m| m.site.as_ref()).map(|s| s.iid) else { return false };
+        if xtrs.is_empty() || !nodes {
+            return false;
+        }
+        self.attach(xtrs, iid);
+        let m = &mut self.members[host];
+        m.site = Some(Site { xtrs: xtrs.to_vec(), iid });
+        m.interface = Some(interface.into());
+        let eid = m.addrs[0];
+        // A gratuitous ARP: the host announces its own address (sender = target).
+        self.enqueue_packet(host, Some(xtrs[0]), packet::udp(eid, 0, eid, 0, b""))
+    }
+
+    /// Gives the xTR nodes `xtrs` a data plane serving instance `iid`.
+    fn attach(&mut self, xtrs: &[Id], iid: u32) {
+        for &x in xtrs {
+            let m = &mut self.members[x];
+            let Host::Node(node) = &m.host else { continue };
+            let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node));
+            dp.add_instance(iid, self.now);
+        }
+    }
+
     fn push(&mut self, name: String, addrs: &[IpAddr], host: Host, site: Option<Site>) -> Id {
-        self.members.push(Member { name, addrs: addrs.to_vec(), host, data_plane: None, site });
+        self.members.push(Member { name, addrs: addrs.to_vec(), host, data_plane: None, site, interface: None });
         self.members.len() - 1
     }
 
@@ -425,14 +461,21 @@ impl Sim {
         let now = self.now;
         let from_site = self.members[from].site.as_ref().filter(|s| s.xtrs.first() == Some(&at)).map(|s| s.iid);
         let encapsulated = self.trace[trace].is_encapsulated();
+        let interface = self.members[from].interface.clone().filter(|_| from_site.is_some());
         let m = &mut self.members[at];
         let (Host::Node(node), Some(dp)) = (&mut m.host, &mut m.data_plane) else {
             self.handled.insert(trace, Handling::Dropped("no-data-plane"));
             return;
         };
+        let addresses = loci_core::packet::addresses(&packet);
+        if let (Some(interface), Some(iid), Some((src, _))) = (&interface, from_site, addresses) {
+            node.handle_host_seen(now, iid, src, interface);
+        }
+        let announced = addresses.is_some_and(|(src, dst)| src == dst);
         let (handling, out) = match from_site {
+            Some(_) if announced => (Handling::HostAnnounced, Out::Nowhere),
             Some(iid) => dp.itr(node, now, iid, &packet),
-            _ if encapsulated => dp.etr(packet),
+            _ if encapsulated => dp.etr(node, now, packet),
             _ => (Handling::Dropped("not-for-us"), Out::Nowhere),
         };
         self.handled.insert(trace, handling);

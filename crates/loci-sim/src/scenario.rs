@@ -3,8 +3,8 @@
 use std::net::{IpAddr, SocketAddr};
 
 use loci_core::config::{
-    DatabaseMapping, EtrConfig, Limits, MapResolverConfig, MapServerConfig, NodeConfig, PubSubPolicy, RegisterPeer,
-    SiteConfig, SiteEidPrefix,
+    DatabaseMapping, DynamicEidRange, EtrConfig, Limits, MapResolverConfig, MapServerConfig, MobilityConfig,
+    MobilityMode, NodeConfig, PubSubPolicy, RegisterPeer, SiteConfig, SiteEidPrefix,
 };
 use loci_core::eid::EidPrefix;
 use loci_core::itr::ItrConfig;
@@ -119,4 +119,43 @@ pub fn xtr(
 
 fn itr_role(mr: &str, rloc: &str) -> ItrConfig {
     ItrConfig { map_resolvers: vec![SocketAddr::new(ip(mr), 4342)], rlocs: vec![ip(rloc)], ..Default::default() }
+}
+
+/// Makes the ETR `cfg` detect hosts of `range` on site interface `interface` as dynamic EIDs
+/// registered with `locator` (its RLOC); in extended-subnet mode it announces them to the
+/// site's other xTRs `group`. Returns `cfg` unchanged when it has no ETR role.
+pub fn dynamic_eids(
+    mut cfg: NodeConfig,
+    range: &str,
+    interface: &str,
+    mode: MobilityMode,
+    group: &[&str],
+    locator: &str,
+) -> NodeConfig {
+    if let Some(etr) = cfg.etr.as_mut() {
+        let range = DynamicEidRange {
+            prefix: prefix(range),
+            interface: interface.into(),
+            mode,
+            map_notify_group: group.iter().map(|g| ip(g)).collect(),
+            gateway: None,
+            locators: vec![rloc(locator, 1, 100)],
+            max_hosts: 1000,
+        };
+        etr.mobility = MobilityConfig { ranges: vec![range], ..MobilityConfig::default() };
+    }
+    cfg
+}
+
+/// Makes the ITR of `cfg` subscribe (RFC 9437) to what it resolves, as `xtr_id`, with the
+/// pub/sub key `key` (key ID 1), and act on SMRs only if `smr`. Returns `cfg` unchanged when it
+/// has no ITR role.
+pub fn subscriber(mut cfg: NodeConfig, key: &[u8], xtr_id: u128, subscribe: bool, smr: bool) -> NodeConfig {
+    if let Some(itr) = cfg.itr.as_mut() {
+        itr.subscribe = subscribe;
+        itr.smr = smr;
+        itr.xtr_id = xtr_id;
+        itr.pubsub_key = Some((1, key.to_vec()));
+    }
+    cfg
 }

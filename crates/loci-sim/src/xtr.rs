@@ -9,6 +9,15 @@
 //! TTL and TOS the payload asks for); the source port is the flow's (the real ITR folds it onto
 //! its pool of sockets). The ETR's socket strips the outer headers and reports their fields, and
 //! [`decapsulate_payload`] checks the rest.
+//!
+//! Host mobility (DESIGN §5 step 4): the ETR looks the inner destination of every
+//! decapsulated packet up in the node's away entries (`Node::away_reader`, the same snapshot
+//! lookup as the ITR's map-cache). A hit is re-encapsulated to the host's new RLOC and reported
+//! with `Node::handle_away_packet`, which solicits a Map-Request from the sending ITR (rate
+//! limited in the core). Loop guard: an ETR re-encapsulates from its own port-4341 socket, so a
+//! re-encapsulated packet's outer source port is [`LISP_DATA_PORT`], while ITRs send from their
+//! flow ports ([`source_port`]: 0xc000 and up). A packet with source port 4341 that hits an
+//! away entry was already redirected once: it is dropped (`away-loop`), never bounced again.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -42,6 +51,12 @@ pub enum Handling {
     NativeForwarded,
     /// ETR: decapsulated and handed to the site's instance `iid`.
     Decapsulated { iid: u32 },
+    /// ETR: decapsulated for a host that moved away (an away entry) and re-encapsulated to its
+    /// new locator `rloc`.
+    Reencapsulated { iid: u32, rloc: IpAddr },
+    /// xTR: a host's gratuitous ARP (or unsolicited NA) announcing its address: reported to
+    /// the control plane as a host seen on the site interface, not forwarded.
+    HostAnnounced,
     /// Dropped, for the reason named (loci-dataplane's counter names).
     Dropped(&'static str),
 }
@@ -52,6 +67,8 @@ pub struct Counters {
     pub encapsulated: u64,
     pub decapsulated: u64,
     pub native_forwarded: u64,
+    /// Packets for hosts that moved away, re-encapsulated to their new locator.
+    pub reencapsulated: u64,
     pub misses_reported: u64,
     /// Misses not reported: the destination was reported less than 250 ms ago.
     pub misses_suppressed: u64,
@@ -87,6 +104,8 @@ struct Worker {
 pub struct DataPlane {
     /// The ITR's map-cache snapshots (none: the node has no ITR role).
     reader: Option<MapCacheReader>,
+    /// The ETR's away entries (none: the node has no ETR role).
+    away: Option<MapCacheReader>,
     workers: BTreeMap<u32, Worker>,
     families: Families,
     src_v4: Option<IpAddr>,
@@ -97,10 +116,11 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    pub(crate) fn new(rlocs: &[IpAddr], reader: Option<MapCacheReader>) -> Self {
+    pub(crate) fn new(rlocs: &[IpAddr], node: &Node) -> Self {
         let families = Families::of(rlocs);
         DataPlane {
-            reader,
+            reader: node.itr().map(|i| i.reader()),
+            away: node.away_reader(),
             workers: BTreeMap::new(),
             families,
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
@@ -108,6 +128,12 @@ impl DataPlane {
             filter: LocalRlocs { rlocs: rlocs.to_vec(), iids: Vec::new() },
             counters: Counters::default(),
         }
+    }
+
+    /// Reads the snapshots of `node` (a restarted node has new ones).
+    pub(crate) fn attach(&mut self, node: &Node) {
+        self.reader = node.itr().map(|i| i.reader());
+        self.away = node.away_reader();
     }
 
     /// Serves instance `iid` (a TUN device, in the real data plane).
@@ -198,7 +224,11 @@ impl DataPlane {
         let flow = flow_hash(p);
         let verdict = w.flows.forward(&reader.load(), iid, dst, flow);
         match verdict {
-            Forward::Encapsulate(rloc) => self.encapsulate(p, iid, rloc, flow),
+            Forward::Encapsulate(rloc) => {
+                let (out, done) =
+                    (self.encapsulate(p, iid, rloc, source_port(flow)), Handling::Encapsulated { iid, rloc });
+                self.sent(out, done)
+            }
             Forward::Miss => {
                 let queued = w.waiting.push(iid, dst, p, now);
                 if queued {
@@ -226,21 +256,30 @@ impl DataPlane {
         }
     }
 
-    fn encapsulate(&mut self, p: &[u8], iid: u32, rloc: IpAddr, flow: u32) -> (Handling, Out) {
+    /// The LISP-encapsulated packet carrying `p` in `iid` to `rloc` from UDP port `sport`.
+    fn encapsulate(&self, p: &[u8], iid: u32, rloc: IpAddr, sport: u16) -> Option<Vec<u8>> {
         let src = if rloc.is_ipv4() { self.src_v4 } else { self.src_v6 };
-        let Some(src) = src.filter(|_| self.families.has(rloc)) else { return self.drop("encap-failed") };
+        let src = src.filter(|_| self.families.has(rloc))?;
         let mut buf = vec![0u8; HEADER_LEN + p.len()];
         buf[HEADER_LEN..].copy_from_slice(p);
         let inner = HEADER_LEN..buf.len();
-        let Ok(payload) = encapsulate_payload(&mut buf, inner, iid, None) else { return self.drop("encap-failed") };
+        let payload = encapsulate_payload(&mut buf, inner, iid, None).ok()?;
         let data = &buf[payload.range];
-        let out = udp_datagram(src, source_port(flow), rloc, LISP_DATA_PORT, data, payload.ttl, payload.tos);
-        self.counters.encapsulated += 1;
-        (Handling::Encapsulated { iid, rloc }, Out::Underlay(out))
+        Some(udp_datagram(src, sport, rloc, LISP_DATA_PORT, data, payload.ttl, payload.tos))
+    }
+
+    /// Counts and sends an encapsulated packet, or drops what could not be encapsulated.
+    fn sent(&mut self, out: Option<Vec<u8>>, done: Handling) -> (Handling, Out) {
+        let Some(out) = out else { return self.drop("encap-failed") };
+        match done {
+            Handling::Reencapsulated { .. } => self.counters.reencapsulated += 1,
+            _ => self.counters.encapsulated += 1,
+        }
+        (done, Out::Underlay(out))
     }
 
     /// A UDP datagram from the underlay to one of our RLOCs, port 4341.
-    pub(crate) fn etr(&mut self, mut p: Vec<u8>) -> (Handling, Out) {
+    pub(crate) fn etr(&mut self, node: &mut Node, now: Instant, mut p: Vec<u8>) -> (Handling, Out) {
         // The socket's part: the outer fields, and the UDP payload.
         let Some(s) = Summary::parse(&p).filter(|s| s.proto == 17) else { return self.drop("not-udp") };
         let (Some((src_port, dst_port)), Some(payload)) = (s.ports, p.get_mut(s.l4 + 8..)) else {
@@ -250,9 +289,39 @@ impl DataPlane {
         match decapsulate_payload(payload, &outer, &self.filter) {
             Ok(d) => {
                 self.counters.decapsulated += 1;
-                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: payload[d.inner].to_vec() })
+                let inner = &payload[d.inner];
+                if let Some(out) = self.away(node, now, d.iid, inner, &outer) {
+                    return out;
+                }
+                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: inner.to_vec() })
             }
             Err(reason) => self.drop(reason.name()),
         }
+    }
+
+    /// A decapsulated packet whose destination is in the away entries: re-encapsulated to the
+    /// host's new locator and reported (or dropped when it was re-encapsulated once already).
+    /// `None`: not for a host that moved away.
+    fn away(
+        &mut self,
+        node: &mut Node,
+        now: Instant,
+        iid: u32,
+        inner: &[u8],
+        outer: &OuterHeader,
+    ) -> Option<(Handling, Out)> {
+        let (_, dst) = packet::addresses(inner)?;
+        let flow = flow_hash(inner);
+        let rloc = match self.away.as_ref()?.load().forward(iid, dst, flow, self.families) {
+            Forward::Encapsulate(rloc) => rloc,
+            Forward::Miss => return None,
+            _ => return Some(self.drop("away-unreachable")),
+        };
+        if outer.src_port == LISP_DATA_PORT {
+            return Some(self.drop("away-loop"));
+        }
+        node.handle_away_packet(now, iid, dst, outer.src);
+        let out = self.encapsulate(inner, iid, rloc, LISP_DATA_PORT);
+        Some(self.sent(out, Handling::Reencapsulated { iid, rloc }))
     }
 }

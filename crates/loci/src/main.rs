@@ -281,8 +281,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Demo { scenario, list, json, svg, seed } => {
             if list {
+                let width = demo::SCENARIOS.iter().map(|s| s.name.len()).max().unwrap_or(0);
                 for s in demo::SCENARIOS {
-                    println!("{:<10} {}", s.name, s.about);
+                    println!("{:<width$}  {}", s.name, s.about);
                 }
                 return Ok(());
             }

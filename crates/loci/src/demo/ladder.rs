@@ -147,7 +147,8 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
         ControlMessage::MapReply(r) => {
             nonce(r.nonce, &mut f);
             record_fields(&r.records, &mut f);
-            format!("nonce {:#x} {}", r.nonce, records(&r.records))
+            flag("probe", r.probe, &mut f);
+            format!("{}nonce {:#x} {}", if r.probe { "probe " } else { "" }, r.nonce, records(&r.records))
         }
         ControlMessage::MapRequest(r) => {
             nonce(r.nonce, &mut f);
@@ -165,7 +166,16 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
             f.insert("eid_prefixes".into(), json!(eids));
             let rlocs: Vec<String> = r.itr_rlocs.iter().map(|a| a.to_string()).collect();
             f.insert("itr_rlocs".into(), json!(rlocs));
-            format!("nonce {:#x} eid {}", r.nonce, eids.join(","))
+            flag("probe", r.probe, &mut f);
+            flag("smr", r.smr, &mut f);
+            flag("smr_invoked", r.smr_invoked, &mut f);
+            let kind = match (r.probe, r.smr, r.smr_invoked) {
+                (true, _, _) => "probe ",
+                (_, _, true) => "SMR-invoked ",
+                (_, true, _) => "SMR ",
+                _ => "",
+            };
+            format!("{kind}nonce {:#x} eid {}", r.nonce, eids.join(","))
         }
         ControlMessage::Ecm(e) => match ControlMessage::parse(&e.payload) {
             Ok(inner) => {
@@ -178,6 +188,18 @@ pub fn describe(m: &ControlMessage) -> (String, String, Map<String, Value>) {
         _ => String::new(),
     };
     (name, detail, f)
+}
+
+/// Sets the boolean field `name` when `on` (absent means false).
+fn flag(name: &str, on: bool, f: &mut Map<String, Value>) {
+    if on {
+        f.insert(name.into(), json!(true));
+    }
+}
+
+/// An RLOC-probe Map-Request or Map-Reply.
+pub fn is_probe(f: &Map<String, Value>) -> bool {
+    f.get("probe") == Some(&json!(true))
 }
 
 /// A control message's name and EID prefixes: `ECM[Map-Request 10.2.1.5/32]`.
@@ -216,6 +238,8 @@ pub fn handling_text(h: Handling) -> String {
         Handling::Miss { queued: false } => "no mapping, queue full: dropped, resolving".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
         Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
+        Handling::Reencapsulated { rloc, .. } => format!("host moved away: re-encapsulated to {rloc}"),
+        Handling::HostAnnounced => "host seen on the site interface".into(),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
@@ -228,6 +252,8 @@ pub fn handling_short(h: Handling) -> String {
         Handling::Miss { queued: false } => "miss: dropped".into(),
         Handling::NativeForwarded => "native forward".into(),
         Handling::Decapsulated { iid } => format!("decap, iid {iid}"),
+        Handling::Reencapsulated { rloc, .. } => format!("away: re-encap to {rloc}"),
+        Handling::HostAnnounced => "host seen".into(),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
@@ -256,12 +282,14 @@ struct Described {
     label: String,
     fields: Map<String, Value>,
     flow: Option<FlowKey>,
+    /// Not data: shown like a control message (a gratuitous ARP).
+    signal: bool,
 }
 
 impl Described {
     fn undecodable(message: &str) -> Self {
         let (message, detail, label) = (message.into(), "undecodable".into(), message.into());
-        Described { message, detail, label, fields: Map::new(), flow: None }
+        Described { message, detail, label, fields: Map::new(), flow: None, signal: false }
     }
 }
 
@@ -283,9 +311,16 @@ fn describe_packet(sim: &Sim, e: &TraceEntry) -> Described {
         let detail = format!("iid {iid}, sport {:#06x} [{inner_text}]", e.src.port());
         let label = format!("LISP iid {iid} [{}]", s.as_ref().map_or_else(|| "?".into(), short));
         let flow = s.map(|s| flow_key(&s, iid));
-        return Described { message: "LISP data".into(), detail, label, fields: f, flow };
+        return Described { message: "LISP data".into(), detail, label, fields: f, flow, signal: false };
     }
     let Some(s) = Summary::parse(&e.data) else { return Described::undecodable("IP") };
+    if s.src == s.dst && sim.site(e.from).is_some() {
+        // A host announcing its own address: the simulator's gratuitous ARP.
+        f.insert("inner".into(), summary_fields(&s));
+        let (message, label) = ("GARP".to_string(), format!("GARP {}", s.src));
+        let detail = format!("gratuitous ARP: {} is-at (the host's MAC)", s.src);
+        return Described { message, detail, label, fields: f, flow: None, signal: true };
+    }
     // A host's packet belongs to its site's instance; a natively forwarded one to none.
     let iid = [e.from, e.to.unwrap_or(e.from)].iter().find_map(|&m| sim.site(m).map(|site| site.iid));
     if let Some(iid) = iid {
@@ -297,7 +332,8 @@ fn describe_packet(sim: &Sim, e: &TraceEntry) -> Described {
         // Outside the sites: the TTL shows the hop a native forward costs.
         detail += &format!(" ttl {}", s.ttl);
     }
-    Described { message: s.kind(), detail, label: short(&s), fields: f, flow: Some(flow_key(&s, iid.unwrap_or(0))) }
+    let flow = Some(flow_key(&s, iid.unwrap_or(0)));
+    Described { message: s.kind(), detail, label: short(&s), fields: f, flow, signal: false }
 }
 
 fn endpoint(a: IpAddr, port: Option<u16>) -> String {
@@ -330,7 +366,8 @@ pub fn ladder(sim: &Sim) -> Vec<Step> {
                         let n = flows.len();
                         *flows.entry(k).or_insert(n)
                     });
-                    (d.message, d.detail, d.label, d.fields, Some(flow.unwrap_or(usize::MAX)))
+                    let flow = (!d.signal).then(|| flow.unwrap_or(usize::MAX));
+                    (d.message, d.detail, d.label, d.fields, flow)
                 }
             };
             let lost = match (e.delivered, e.to) {

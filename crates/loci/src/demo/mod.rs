@@ -5,7 +5,11 @@
 //! JSON, SVG). To add one: a file with a `SCENARIO` constant, its `mod` line, and its entry in
 //! [`SCENARIOS`].
 
+mod failover;
 mod ladder;
+mod move_across;
+mod move_extended;
+mod moving;
 mod negative;
 mod resolve;
 mod svg;
@@ -13,6 +17,7 @@ mod vpn;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use loci_sim::{Id, Sim};
 use serde_json::json;
@@ -26,7 +31,14 @@ pub struct Scenario {
     pub run: fn(seed: u64) -> Outcome,
 }
 
-pub const SCENARIOS: &[Scenario] = &[resolve::SCENARIO, negative::SCENARIO, vpn::SCENARIO];
+pub const SCENARIOS: &[Scenario] = &[
+    resolve::SCENARIO,
+    negative::SCENARIO,
+    vpn::SCENARIO,
+    move_extended::SCENARIO,
+    move_across::SCENARIO,
+    failover::SCENARIO,
+];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
     SCENARIOS.iter().find(|s| s.name == name)
@@ -39,14 +51,39 @@ pub struct Outcome {
     pub topology: Vec<String>,
     pub lanes: Vec<Id>,
     pub tables: String,
+    /// Where the story is, for scenarios with long streams or steady probing: when set, data
+    /// packets and RLOC probes outside these spans of virtual time are counted, not listed.
+    pub windows: Vec<(Duration, Duration)>,
+    /// More spans where RLOC probes (not data) are listed too.
+    pub probe_windows: Vec<(Duration, Duration)>,
+}
+
+impl Outcome {
+    pub fn new(sim: Sim, topology: Vec<String>, lanes: Vec<Id>, tables: String) -> Self {
+        Outcome { sim, topology, lanes, tables, windows: Vec::new(), probe_windows: Vec::new() }
+    }
+
+    /// Whether `step` falls in one of the windows (or there are none).
+    fn in_window(&self, step: &Step) -> bool {
+        let within = |w: &[(Duration, Duration)]| w.iter().any(|(a, b)| (*a..=*b).contains(&step.sent));
+        self.windows.is_empty()
+            || within(&self.windows)
+            || (ladder::is_probe(&step.fields) && within(&self.probe_windows))
+    }
 }
 
 /// Data packets of this many flows are shown in the ladder; the others are counted.
 const SHOWN_FLOWS: usize = 2;
 
-/// The ladder steps a person reads: every control message and the packets of the first flows.
-fn shown(steps: &[Step]) -> impl Iterator<Item = &Step> {
-    steps.iter().filter(|s| s.flow.is_none_or(|f| f < SHOWN_FLOWS))
+/// The ladder steps a person reads: every control message and the packets of the first flows;
+/// with windows, only the data packets and probes inside them.
+fn shown<'a>(out: &'a Outcome, steps: &'a [Step]) -> impl Iterator<Item = &'a Step> {
+    steps.iter().filter(|s| is_shown(out, s))
+}
+
+fn is_shown(out: &Outcome, s: &Step) -> bool {
+    let routine = s.is_data() || ladder::is_probe(&s.fields);
+    s.flow.is_none_or(|f| f < SHOWN_FLOWS) && (!routine || out.in_window(s))
 }
 
 /// Everything a person reads about a run of `scenario`: topology, ladder, tables.
@@ -57,8 +94,20 @@ pub fn render(scenario: &Scenario, seed: u64, out: &Outcome) -> String {
     }
     s += "\nMessages (virtual time, from -> to; => what the receiving xTR did)\n";
     let steps = ladder(&out.sim);
-    for step in shown(&steps) {
-        s += &format!("  {step}\n");
+    let mut skipped = 0;
+    for step in &steps {
+        if is_shown(out, step) {
+            if skipped > 0 {
+                s += &format!("  ... {skipped} more data packets or probes (--json has them all)\n");
+                skipped = 0;
+            }
+            s += &format!("  {step}\n");
+        } else if step.flow.is_none_or(|f| f < SHOWN_FLOWS) {
+            skipped += 1;
+        }
+    }
+    if skipped > 0 {
+        s += &format!("  ... {skipped} more data packets or probes (--json has them all)\n");
     }
     let hidden: Vec<&Step> = steps.iter().filter(|x| x.flow.is_some_and(|f| f >= SHOWN_FLOWS)).collect();
     if !hidden.is_empty() {
@@ -86,7 +135,7 @@ pub fn json(scenario: &Scenario, seed: u64, out: &Outcome) -> serde_json::Value 
 /// The ladder as an SVG sequence diagram.
 pub fn svg(scenario: &Scenario, seed: u64, out: &Outcome) -> String {
     let steps = ladder(&out.sim);
-    let shown: Vec<&Step> = shown(&steps).collect();
+    let shown: Vec<&Step> = shown(out, &steps).collect();
     let mut lanes: Vec<String> = out.lanes.iter().map(|&id| out.sim.name(id).to_string()).collect();
     for s in &shown {
         for n in [&s.from, &s.to] {
@@ -280,7 +329,7 @@ mod tests {
         for s in SCENARIOS {
             let out = (s.run)(3);
             let steps = ladder(&out.sim);
-            let shown = shown(&steps).count();
+            let shown = shown(&out, &steps).count();
             assert_eq!(arrows(&svg(s, 3, &out)), shown, "{}: one arrow per message shown", s.name);
             let j = json(s, 3, &out);
             let trace = j["trace"].as_array().unwrap();

@@ -45,7 +45,7 @@ fn run(seed: u64) -> Outcome {
         format!("web     {WEB}    a server outside LISP, reached through the underlay"),
     ];
     let tables = registrations(&sim, ms) + &map_cache(&sim, b) + &data_plane(&sim, &[b], &[c1, web]);
-    Outcome { sim, topology, lanes: vec![c1, b, ms, web], tables }
+    Outcome::new(sim, topology, vec![c1, b, ms, web], tables)
 }
 
 #[cfg(test)]

@@ -64,7 +64,7 @@ fn run(seed: u64) -> Outcome {
     ];
     let tables =
         registrations(&sim, ms) + &map_cache(&sim, b) + &flows(&sim, c1) + &data_plane(&sim, &[b, x1, x2], &[c1, d1]);
-    Outcome { sim, topology, lanes: vec![c1, b, ms, x2, x1, d1], tables }
+    Outcome::new(sim, topology, vec![c1, b, ms, x2, x1, d1], tables)
 }
 
 #[cfg(test)]

@@ -60,7 +60,7 @@ fn run(seed: u64) -> Outcome {
         format!("d1, d2  {D}      one server per customer, same address"),
     ];
     let tables = registrations(&sim, ms) + &map_cache(&sim, b) + &data_plane(&sim, &[b, x1, x2], &[c1, c2, d1, d2]);
-    Outcome { sim, topology, lanes: vec![c1, c2, b, ms, x1, x2, d1, d2], tables }
+    Outcome::new(sim, topology, vec![c1, c2, b, ms, x1, x2, d1, d2], tables)
 }
 
 #[cfg(test)]
