@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loci_core::encap::{decapsulate_payload, DecapDrop, LocalRlocs, OuterHeader};
+use loci_core::petr::RelayPolicy;
 use loci_wire::data::LISP_DATA_PORT;
 use socket2::{Domain, Protocol, Socket, Type};
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -38,6 +39,7 @@ pub struct Worker {
     socket: Socket,
     local: SocketAddr,
     filter: LocalRlocs,
+    relay: RelayPolicy,
     tuns: Vec<TunOut>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -132,7 +134,8 @@ impl Worker {
                 gro: GROTable::default(),
             })
             .collect();
-        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop })
+        let relay = config.proxy.relay.clone();
+        Ok(Worker { socket, local, filter, relay, tuns, counters: Arc::default(), stop })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -197,6 +200,10 @@ impl Worker {
             self.counters.drop_packet(Drop::Decap(DecapDrop::UnknownIid));
             return;
         };
+        if crate::petr::refused(&self.relay, d.iid, &payload[d.inner.clone()]) {
+            self.counters.drop_packet(Drop::RelayRefused);
+            return;
+        }
         t.push(&payload[d.inner]);
         if t.used == TUN_BATCH {
             t.flush(&self.counters);

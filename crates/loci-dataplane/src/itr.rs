@@ -22,6 +22,7 @@ use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::packet;
+use loci_core::petr::Petrs;
 use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -61,6 +62,7 @@ pub struct Worker {
     reader: MapCacheReader,
     flows: Option<FlowCache>,
     families: Families,
+    petrs: Petrs,
     senders: Arc<Senders>,
     /// Raw sockets for native forwarding (the packet goes out as it is).
     raw_v4: Option<Socket>,
@@ -105,6 +107,7 @@ impl Worker {
             reader,
             flows: (config.flow_cache_slots > 0).then(|| FlowCache::new(config.flow_cache_slots, families)),
             families,
+            petrs: config.proxy.petrs.clone(),
             senders,
             raw_v4: raw_socket(Domain::IPV4).ok(),
             raw_v6: raw_socket(Domain::IPV6).ok(),
@@ -189,6 +192,7 @@ impl Worker {
                 None => snap.forward(self.iid, dst, flow, self.families),
             }
         };
+        let verdict = self.petrs.apply(verdict, flow, self.families);
         match verdict {
             Forward::Encapsulate(rloc) => self.encapsulate(&mut bufs[i], i, inner, rloc, flow),
             Forward::Miss => self.miss(dst, src, &bufs[i][inner]),

@@ -35,6 +35,7 @@ mod counters;
 mod etr;
 mod itr;
 mod miss_queue;
+mod petr;
 mod senders;
 mod sys;
 mod tun;
@@ -76,6 +77,8 @@ pub struct Config {
     pub underlay_mtu: u16,
     /// Slots of each ITR worker's flow cache (0: no flow cache).
     pub flow_cache_slots: usize,
+    /// PETRs for the ITR, relaying for the ETR (RFC 6832).
+    pub proxy: loci_core::petr::Proxy,
 }
 
 /// Largest underlay MTU accepted (the largest IP packet).

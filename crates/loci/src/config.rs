@@ -382,6 +382,9 @@ struct RawXtr {
     map_cache_size: Option<usize>,
     data_plane: Option<RawDataPlane>,
     probing: Option<RawProbing>,
+    /// Proxy-ETRs for non-LISP destinations (RFC 6832).
+    #[serde(default)]
+    petr: Vec<String>,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -444,6 +447,9 @@ struct RawInstance {
     table: Option<u32>,
     #[serde(default)]
     database: Vec<RawMapping>,
+    /// Proxy-ETR role: the EID prefixes of the sites it relays for.
+    #[serde(default)]
+    relay_for: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -988,15 +994,18 @@ impl<'a> Ctx<'a> {
                 Role::Pitr => "pitr",
                 Role::Petr => "petr",
             };
-            if !matches!(r, Role::Etr | Role::Itr) {
-                return Err(self.err(&field, format!("role \"{name}\" is not supported yet (\"itr\" and \"etr\" are)")));
+            if *r == Role::Pitr && raw.roles.contains(&Role::Itr) {
+                return Err(self.err(&field, "a pitr is an itr without a site: give one of \"itr\" and \"pitr\""));
             }
             if raw.roles[..i].contains(r) {
                 return Err(self.err(&field, format!("role \"{name}\" is listed twice")));
             }
         }
         let is_etr = raw.roles.contains(&Role::Etr);
-        let is_itr = raw.roles.contains(&Role::Itr);
+        // A Proxy-ITR is an ITR for others' traffic: the same machinery, with the P bit.
+        let is_pitr = raw.roles.contains(&Role::Pitr);
+        let is_itr = raw.roles.contains(&Role::Itr) || is_pitr;
+        let is_petr = raw.roles.contains(&Role::Petr);
 
         let mut map_servers: Vec<RegisterPeer> = Vec::new();
         for (i, p) in raw.map_servers.iter().enumerate() {
@@ -1041,8 +1050,20 @@ impl<'a> Ctx<'a> {
         let mut v6_eids: Option<String> = None;
         let mut iids: HashSet<u32> = HashSet::new();
         let mut tun_names: HashSet<&str> = HashSet::new();
+        let mut relay_for: Vec<EidPrefix> = Vec::new();
         for (i, inst) in raw.instance.iter().enumerate() {
             let at = format!("xtr.instance[{i}]");
+            for (j, r) in inst.relay_for.iter().enumerate() {
+                let field = format!("{at}.relay-for[{j}]");
+                if !is_petr {
+                    return Err(self.err(&field, "only the petr role relays"));
+                }
+                let p = self.eid_prefix(&field, r, Some(inst.iid))?;
+                if relay_for.contains(&p) {
+                    return Err(self.err(&field, format!("{r} is listed twice")));
+                }
+                relay_for.push(p);
+            }
             if !iids.insert(inst.iid) {
                 return Err(self.err(&format!("{at}.iid"), format!("instance {} is defined twice", inst.iid)));
             }
@@ -1137,6 +1158,7 @@ impl<'a> Ctx<'a> {
                 "the etr data plane receives on our RLOCs, and no database locator is local: list xtr.rlocs",
             ));
         }
+        let proxy = self.proxy(raw, is_itr, is_petr, &instances, &rlocs, &database, relay_for)?;
 
         let dp = raw.data_plane.as_ref();
         let underlay_mtu = match dp.and_then(|d| d.underlay_mtu) {
@@ -1154,9 +1176,10 @@ impl<'a> Ctx<'a> {
             instances,
             rlocs: rlocs.clone(),
             itr: is_itr,
-            etr: is_etr,
+            etr: is_etr || is_petr,
             underlay_mtu,
             flow_cache_slots,
+            proxy,
         });
         if let (Some(dp), Some(at)) = (&data_plane, &v6_eids) {
             if dp.tun_mtu() < 1280 {
@@ -1175,6 +1198,7 @@ impl<'a> Ctx<'a> {
             let mut c = loci_core::itr::ItrConfig {
                 map_resolvers: map_resolvers.iter().map(|&a| SocketAddr::new(a, DEFAULT_CONTROL_PORT)).collect(),
                 rlocs: rlocs.clone(),
+                pitr: is_pitr,
                 ..Default::default()
             };
             if let Some(n) = raw.map_cache_size {
@@ -1314,6 +1338,59 @@ impl<'a> Ctx<'a> {
 
     /// The ITR needs an RLOC to send Map-Requests from, and Map-Replies come back to it on the
     /// control port, so the daemon must listen there.
+    /// The PETRs an ITR sends non-LISP traffic to, and the relay policy of the petr role.
+    #[allow(clippy::too_many_arguments)]
+    fn proxy(
+        &self,
+        raw: &RawXtr,
+        is_itr: bool,
+        is_petr: bool,
+        instances: &[loci_dataplane::Instance],
+        rlocs: &[IpAddr],
+        database: &[DatabaseMapping],
+        relay_for: Vec<EidPrefix>,
+    ) -> Result<loci_core::petr::Proxy> {
+        let mut petrs = Vec::new();
+        for (i, s) in raw.petr.iter().enumerate() {
+            let field = format!("xtr.petr[{i}]");
+            if !is_itr {
+                return Err(self.err(&field, "only the itr and pitr roles send through a PETR"));
+            }
+            let ip = self.ip(&field, s)?;
+            if petrs.contains(&ip) {
+                return Err(self.err(&field, format!("{ip} is listed twice")));
+            }
+            if !rlocs.iter().any(|r| r.is_ipv4() == ip.is_ipv4()) {
+                return Err(self.err(&field, format!("no RLOC of {ip}'s address family to send to it from")));
+            }
+            petrs.push(ip);
+        }
+        if is_petr {
+            if instances.is_empty() {
+                return Err(
+                    self.err("xtr.instance", "the petr role forwards through a TUN device: give an instance a tun")
+                );
+            }
+            if rlocs.is_empty() {
+                return Err(self.err("xtr.rlocs", "the petr role receives on its RLOCs: list xtr.rlocs"));
+            }
+            if relay_for.is_empty() {
+                return Err(self.err(
+                    "xtr.instance",
+                    "a petr relays only for the sites it serves (RFC 6832 §6.1): give an instance relay-for = [EID prefixes]",
+                ));
+            }
+        }
+        Ok(loci_core::petr::Proxy {
+            petrs: loci_core::petr::Petrs::new(petrs),
+            relay: loci_core::petr::RelayPolicy {
+                enabled: is_petr,
+                local: database.iter().map(|d| d.prefix).collect(),
+                sources: relay_for,
+            },
+        })
+    }
+
     fn itr_rlocs(&self, rlocs: &[IpAddr], map_resolvers: &[IpAddr], node: &NodeSettings) -> Result<()> {
         if rlocs.is_empty() {
             return Err(
@@ -1935,8 +2012,49 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
     }
 
     #[test]
+    fn proxy_roles_and_petrs() {
+        // A PITR: an ITR without a site, whose Map-Requests carry the P bit.
+        let pitr = "[node]\nname = \"pitr\"\n[xtr]\nroles = [\"pitr\"]\nmap-resolvers = [\"192.0.2.10\"]\n\
+                    rlocs = [\"203.0.113.1\"]\n[[xtr.instance]]\ntun = \"lisp0\"\nroutes = [\"10.1.0.0/16\"]\n";
+        let c = check(pitr).expect("pitr");
+        assert!(c.core.itr.expect("itr").pitr && c.core.etr.is_none());
+        let dp = c.data_plane.expect("data plane");
+        assert!(dp.itr && !dp.etr && !dp.proxy.relay.enabled);
+        fails(&pitr.replace("[\"pitr\"]", "[\"pitr\", \"itr\"]"), 4, "xtr.roles[0]", "one of \"itr\" and \"pitr\"");
+        fails(&pitr.replace("map-resolvers = [\"192.0.2.10\"]", ""), 3, "xtr.map-resolvers", "needs at least one");
+
+        // An ITR with PETRs: native-forward becomes encapsulation to them.
+        let with_petr = XTR.replace("map-resolvers", "petr = [\"203.0.113.5\"]\nmap-resolvers");
+        let dp = check(&with_petr).expect("petr").data_plane.expect("data plane");
+        assert_eq!(dp.proxy.petrs, loci_core::petr::Petrs::new(vec![ip("203.0.113.5")]));
+        fails(&XTR.replace("map-resolvers", "petr = [\"2001:db8::5\"]\nmap-resolvers"), 6, "xtr.petr[0]", "no RLOC");
+        fails(&XTR.replace("map-resolvers", "petr = [\"x\"]\nmap-resolvers"), 6, "xtr.petr[0]", "x");
+        fails(&ETR.replace("map-servers", "petr = [\"203.0.113.5\"]\nmap-servers"), 5, "xtr.petr[0]", "only the itr");
+
+        // A PETR relays for the sites it names, never for anyone.
+        let petr = "[node]\nname = \"petr\"\n[xtr]\nroles = [\"petr\"]\nrlocs = [\"203.0.113.5\"]\n\
+                    [[xtr.instance]]\ntun = \"lisp0\"\nrelay-for = [\"10.1.0.0/16\"]\n";
+        let dp = check(petr).expect("petr").data_plane.expect("data plane");
+        assert!(dp.etr && !dp.itr && dp.proxy.relay.enabled);
+        assert_eq!(dp.proxy.relay.sources, vec![EidPrefix::new(0, "10.1.0.0/16".parse().expect("net"))]);
+        fails(&petr.replace("relay-for = [\"10.1.0.0/16\"]", ""), 6, "xtr.instance", "RFC 6832");
+        fails(&petr.replace("rlocs = [\"203.0.113.5\"]\n", ""), 3, "xtr.rlocs", "list xtr.rlocs");
+        fails(
+            &petr.replace("\"10.1.0.0/16\"]", "\"10.1.0.0/16\", \"10.1.0.0/16\"]"),
+            8,
+            "xtr.instance[0].relay-for[1]",
+            "twice",
+        );
+        fails(
+            &XTR.replace("routes =", "relay-for = [\"10.1.0.0/16\"]\nroutes ="),
+            10,
+            "xtr.instance[0].relay-for[0]",
+            "only the petr",
+        );
+    }
+
+    #[test]
     fn unsupported_roles() {
-        fails(&ETR.replace("[\"etr\"]", "[\"pitr\"]"), 4, "xtr.roles[0]", "not supported yet");
         fails(&ETR.replace("[\"etr\"]", "[\"xtr\"]"), 4, "xtr.roles[0]", "unknown variant `xtr`");
         fails(&ETR.replace("[\"etr\"]", "[]"), 4, "xtr.roles", "no role");
     }

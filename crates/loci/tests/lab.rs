@@ -108,11 +108,7 @@ fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
         return;
     }
     let veths = root_veths();
-    let out = run_for(Command::new(LOCI).args(["lab", "resolve", "--json"]), LAB_LIMIT);
-    assert!(out.status.success(), "loci lab failed: {}", text(&out.stderr));
-    let r: Value =
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out.stdout)));
-    let run = r["run"].as_str().expect("run ID");
+    let (r, run) = lab_json("resolve");
 
     let ping = step(&r, "ping");
     assert!(ping["sent"].as_u64() >= Some(5), "{ping:#}");
@@ -144,18 +140,14 @@ fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
 
     // What `loci show` reported: D1's prefix in xTR-B's map-cache with the whole locator set,
     // and C1's prefix in the gateway's (the way back).
-    let shows = r["shows"].as_array().expect("shows");
-    let table = |node: &str, what: &str| {
-        shows.iter().find(|s| s["node"] == node).map(|s| s["tables"][what].clone()).unwrap_or(Value::Null)
-    };
-    let xb = table("xb", "map-cache");
+    let xb = table(&r, "xb", "map-cache");
     let entry =
         xb.as_array().and_then(|a| a.iter().find(|e| e["prefix"] == "10.2.1.0/24")).expect("D1's mapping at xTR-B");
     assert_eq!(entry["locators"].as_array().map(Vec::len), Some(3), "{entry:#}");
-    let xd1 = table("xd1", "map-cache");
+    let xd1 = table(&r, "xd1", "map-cache");
     assert!(xd1.as_array().is_some_and(|a| a.iter().any(|e| e["prefix"] == "10.1.1.0/24")), "{xd1:#}");
 
-    assert_gone(run, &veths);
+    assert_gone(&run, &veths);
 }
 
 #[test]
@@ -215,4 +207,56 @@ fn bad_scenario_file_is_refused_with_file_line_and_field() {
     let out = run_for(Command::new(LOCI).args(["lab", "--down", "../etc"]), Duration::from_secs(15));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("not a run ID"), "{}", text(&out.stderr));
+}
+
+/// The `shows` table `what` of `node` in a lab report.
+fn table(report: &Value, node: &str, what: &str) -> Value {
+    report["shows"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["node"] == node))
+        .map(|s| s["tables"][what].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// Runs a shipped scenario with `--json` and returns its report and run ID.
+fn lab_json(scenario: &str) -> (Value, String) {
+    let out = run_for(Command::new(LOCI).args(["lab", scenario, "--json"]), LAB_LIMIT);
+    assert!(out.status.success(), "loci lab {scenario} failed: {}", text(&out.stderr));
+    let r: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out.stdout)));
+    let run = r["run"].as_str().expect("run ID").to_string();
+    (r, run)
+}
+
+#[test]
+fn non_lisp_host_and_lisp_site_reach_each_other_through_pitr_and_petr() {
+    if !runnable() {
+        return;
+    }
+    let veths = root_veths();
+    let (r, run) = lab_json("non-lisp");
+    let steps = r["steps"].as_array().expect("steps");
+    let pings: Vec<&Value> = steps.iter().filter_map(|s| s.get("ping")).collect();
+    let tcps: Vec<&Value> = steps.iter().filter_map(|s| s.get("tcp")).collect();
+    assert_eq!((pings.len(), tcps.len()), (2, 2), "{r:#}");
+    for p in pings {
+        assert!(p["sent"].as_u64() >= Some(5), "{p:#}");
+        assert_eq!(p["received"], p["sent"], "ping lost packets: {p:#}");
+    }
+    for t in tcps {
+        assert!(t["bytes"].as_u64() >= Some(1 << 20), "TCP moved too little: {t:#}");
+    }
+    // The way out: xTR-A holds N1's negative native-forward entry and the PETR decapsulated
+    // (and refused nothing); the way in: the PITR resolved C1's prefix and encapsulated.
+    let xa = table(&r, "xa", "map-cache");
+    let neg = xa.as_array().and_then(|a| a.iter().find(|e| e["negative"] == true)).expect("negative entry at xTR-A");
+    assert_eq!(neg["action"], "native-forward", "{xa:#}");
+    let petr = &table(&r, "petr", "stats")["data_plane"];
+    assert!(petr["decapsulated"].as_u64() > Some(1000), "{petr:#}");
+    assert!(petr["drops"].get("relay-refused").is_none(), "{petr:#}");
+    let pitr_cache = table(&r, "pitr", "map-cache");
+    assert!(pitr_cache.as_array().is_some_and(|a| a.iter().any(|e| e["prefix"] == "10.1.1.0/24")), "{pitr_cache:#}");
+    let pitr = &table(&r, "pitr", "stats")["data_plane"];
+    assert!(pitr["encapsulated"].as_u64() > Some(1000), "{pitr:#}");
+    assert_gone(&run, &veths);
 }

@@ -32,8 +32,10 @@ pub struct Scenario {
     pub text: &'static str,
 }
 
-pub const SCENARIOS: &[Scenario] =
-    &[Scenario { name: "resolve", file: "lab/resolve.toml", text: include_str!("../../../../lab/resolve.toml") }];
+pub const SCENARIOS: &[Scenario] = &[
+    Scenario { name: "resolve", file: "lab/resolve.toml", text: include_str!("../../../../lab/resolve.toml") },
+    Scenario { name: "non-lisp", file: "lab/non-lisp.toml", text: include_str!("../../../../lab/non-lisp.toml") },
+];
 
 /// How long a daemon may take to open its API socket.
 const START_PATIENCE: Duration = Duration::from_secs(10);
