@@ -29,6 +29,7 @@ use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::{Counters, Drop};
 use crate::miss_queue::{self, MissQueue};
+use crate::mtu::{self, PathMtus};
 use crate::senders::Senders;
 use crate::sys::{self, SendMsg};
 use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
@@ -63,6 +64,7 @@ pub struct Worker {
     flows: Option<FlowCache>,
     families: Families,
     petrs: Petrs,
+    pmtu: PathMtus,
     senders: Arc<Senders>,
     /// Raw sockets for native forwarding (the packet goes out as it is).
     raw_v4: Option<Socket>,
@@ -108,6 +110,7 @@ impl Worker {
             flows: (config.flow_cache_slots > 0).then(|| FlowCache::new(config.flow_cache_slots, families)),
             families,
             petrs: config.proxy.petrs.clone(),
+            pmtu: PathMtus::new(usize::from(config.tun_mtu())),
             senders,
             raw_v4: raw_socket(Domain::IPV4).ok(),
             raw_v6: raw_socket(Domain::IPV6).ok(),
@@ -147,14 +150,14 @@ impl Worker {
                     // A super-segment fills GSO messages by itself: send it at once, so that the
                     // ETR works on it while we read the next. Single packets gather up.
                     if n > 1 || used + READ_MAX > RING {
-                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        self.send_batch(&bufs);
                         used = 0;
                     }
                 }
                 // Nothing more to read: send what we have, then wait.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if used > 0 {
-                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        self.send_batch(&bufs);
                         used = 0;
                         continue;
                     }
@@ -202,6 +205,11 @@ impl Worker {
     }
 
     fn encapsulate(&mut self, buf: &mut [u8], i: usize, inner: Range<usize>, rloc: IpAddr, flow: u32) {
+        if let Some(limit) = self.pmtu.limit(rloc).filter(|&l| inner.len() > l) {
+            let (tun, senders, counters) = (&self.tun, &self.senders, &self.counters);
+            self.pmtu.oversize(&buf[inner], rloc, limit, self.iid, tun, senders, counters);
+            return;
+        }
         let Some(socket) = self.senders.pick(rloc.is_ipv6(), flow) else {
             self.counters.drop_packet(Drop::EncapFailed);
             return;
@@ -209,6 +217,20 @@ impl Worker {
         match encapsulate_payload(buf, inner, self.iid, None) {
             Ok(p) => self.batch.push(i, p, SocketAddr::new(rloc, LISP_DATA_PORT), socket),
             Err(_) => self.counters.drop_packet(Drop::EncapFailed),
+        }
+    }
+
+    /// Sends the batch; what was too big for its path is handled by [`PathMtus`].
+    fn send_batch(&mut self, bufs: &[Vec<u8>]) {
+        self.batch.send(&self.senders, bufs, &self.counters);
+        for (rloc, b, r) in self.batch.oversize.drain(..) {
+            let inner = &bufs[b][r.start + HEADER_LEN..r.end];
+            match self.pmtu.learn(rloc) {
+                Some(limit) => {
+                    self.pmtu.oversize(inner, rloc, limit, self.iid, &self.tun, &self.senders, &self.counters)
+                }
+                None => self.counters.drop_packet(Drop::SendFailed),
+            }
         }
     }
 
@@ -253,7 +275,7 @@ impl Worker {
         self.counters.drop_packets(Drop::MissQueueExpired, expired as u64);
         for slot in ready.drain(..) {
             if used == RING {
-                self.batch.send(&self.senders, bufs, &self.counters);
+                self.send_batch(bufs);
                 used = 0;
             }
             let p = self.waiting.packet(slot);
@@ -292,6 +314,8 @@ struct Batch {
     info: Vec<MsgInfo>,
     /// UDP GSO failed once (no checksum offload on the way out, old kernel): off for good.
     no_gso: bool,
+    /// Packets refused as too big for the path to their RLOC: (RLOC, buffer, UDP payload).
+    oversize: Vec<(IpAddr, usize, Range<usize>)>,
 }
 
 struct MsgInfo {
@@ -356,6 +380,11 @@ impl Batch {
                 }
                 Err(e) => {
                     let s = &self.sends[i];
+                    if mtu::refused_for_size(&e, s.dst.ip(), self.info[i].segment, s.segment.is_some()) {
+                        self.oversize.extend(self.pkts[s.iov.clone()].iter().map(|(b, r)| (s.dst.ip(), *b, r.clone())));
+                        i += 1;
+                        continue;
+                    }
                     let gso_refused = s.segment.is_some() && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL));
                     if gso_refused {
                         tracing::warn!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");

@@ -33,8 +33,10 @@
 
 mod counters;
 mod etr;
+mod icmp;
 mod itr;
 mod miss_queue;
+mod mtu;
 mod petr;
 mod senders;
 mod sys;

@@ -35,6 +35,7 @@ pub struct Scenario {
 pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "resolve", file: "lab/resolve.toml", text: include_str!("../../../../lab/resolve.toml") },
     Scenario { name: "non-lisp", file: "lab/non-lisp.toml", text: include_str!("../../../../lab/non-lisp.toml") },
+    Scenario { name: "mtu", file: "lab/mtu.toml", text: include_str!("../../../../lab/mtu.toml") },
 ];
 
 /// How long a daemon may take to open its API socket.
@@ -330,6 +331,10 @@ impl<'t> Lab<'t> {
                     eprintln!("ping {from} -> {address} ...");
                     StepResult::Ping(traffic::ping(&self.ns(from), from, *address, *count)?)
                 }
+                Step::Mtu { from, address, size, count } => {
+                    eprintln!("{size}-byte pings {from} -> {address}, with and without DF ...");
+                    StepResult::Mtu(traffic::mtu(&self.ns(from), from, *address, *size, *count)?)
+                }
                 Step::Tcp { from, to, address, secs } => {
                     eprintln!("TCP {from} -> {to} ({address}) for {secs} s ...");
                     let (fns, tns) = (self.ns(from), self.ns(to));
@@ -458,6 +463,7 @@ enum StepResult {
     Ping(traffic::Ping),
     Tcp(traffic::Tcp),
     Flows(FlowsResult),
+    Mtu(traffic::Mtu),
 }
 
 #[derive(Serialize)]
@@ -522,6 +528,11 @@ impl Report {
                 StepResult::Ping(p) => format!(
                     "ping         {} -> {}: first reply after {:.0} ms ({} lost while both sides resolved); then {}/{} answered ({:.0} % loss), rtt min/avg/max {:.3}/{:.3}/{:.3} ms\n",
                     p.from, p.address, p.first_reply_ms, p.lost_resolving, p.received, p.sent, p.loss_pct, p.rtt_min_ms, p.rtt_avg_ms, p.rtt_max_ms
+                ),
+                StepResult::Mtu(m) => format!(
+                    "mtu          {} -> {}, {} bytes: DF set {}/{} answered, {} too-big (mtu {}), {} silent; DF clear {}/{} answered\n",
+                    m.from, m.address, m.size, m.df.received, m.df.sent, m.df.too_big,
+                    m.df.mtu.map_or("-".into(), |v| v.to_string()), m.df.silent, m.fragmentable.received, m.fragmentable.sent
                 ),
                 StepResult::Tcp(t) => format!(
                     "tcp          {} -> {} ({}): {:.2} Gbit/s over {} s ({:.1} MB, {} retransmits)\n",

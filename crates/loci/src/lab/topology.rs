@@ -102,6 +102,16 @@ pub enum Step {
     /// what each of the `etrs` decapsulated meanwhile and, when `router` is given, the packets
     /// the underlay router sent towards each of `locators`.
     Flows(Flows),
+    /// Pings of `size` bytes (the whole IP packet) from `from` to `address`, `count` with DF
+    /// set and `count` that may be fragmented: each of the former must get a reply or an ICMP
+    /// too-big (RFC 9300 §7), never silence.
+    Mtu {
+        from: String,
+        address: IpAddr,
+        size: u32,
+        #[serde(default = "default_ping_count")]
+        count: u32,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -345,6 +355,16 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                 known(&format!("{at}.ping.from"), from)?;
                 if *count == 0 || *count > 100 {
                     return Err(err(&format!("{at}.ping.count"), format!("{count}: 1-100")));
+                }
+            }
+            Step::Mtu { from, address, size, count } => {
+                known(&format!("{at}.mtu.from"), from)?;
+                if *count == 0 || *count > 100 {
+                    return Err(err(&format!("{at}.mtu.count"), format!("{count}: 1-100")));
+                }
+                let least = if address.is_ipv6() { 48 } else { 28 };
+                if *size < least || *size > 65000 {
+                    return Err(err(&format!("{at}.mtu.size"), format!("{size}: {least}-65000")));
                 }
             }
             Step::Tcp { from, to, secs, .. } => {
