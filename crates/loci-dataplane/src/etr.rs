@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use loci_core::encap::{decapsulate_payload, DecapDrop, LocalRlocs, OuterHeader};
 use loci_core::petr::RelayPolicy;
+
+use crate::status::StatusWatch;
 use loci_wire::data::LISP_DATA_PORT;
 use socket2::{Domain, Protocol, Socket, Type};
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -40,6 +42,8 @@ pub struct Worker {
     local: SocketAddr,
     filter: LocalRlocs,
     relay: RelayPolicy,
+    /// Locator-status bits, when honoured.
+    pub status: Option<StatusWatch>,
     tuns: Vec<TunOut>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -135,7 +139,7 @@ impl Worker {
             })
             .collect();
         let relay = config.proxy.relay.clone();
-        Ok(Worker { socket, local, filter, relay, tuns, counters: Arc::default(), stop })
+        Ok(Worker { socket, local, filter, relay, status: None, tuns, counters: Arc::default(), stop })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -203,6 +207,9 @@ impl Worker {
         if crate::petr::refused(&self.relay, d.iid, &payload[d.inner.clone()]) {
             self.counters.drop_packet(Drop::RelayRefused);
             return;
+        }
+        if let Some(w) = &mut self.status {
+            w.check(d.iid, &payload[d.inner.clone()], d.outer.src, d.lisp.lsb);
         }
         t.push(&payload[d.inner]);
         if t.used == TUN_BATCH {

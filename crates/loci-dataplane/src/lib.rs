@@ -39,6 +39,7 @@ mod miss_queue;
 mod mtu;
 mod petr;
 mod senders;
+mod status;
 mod sys;
 mod tun;
 
@@ -53,6 +54,7 @@ use loci_core::map_cache::MapCacheReader;
 
 pub use counters::{Drop, Stats};
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
+pub use status::StatusSink;
 
 /// One instance ID's TUN device and the EID prefixes routed into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +146,17 @@ impl DataPlane {
     /// Creates the TUN devices, routes and sockets and starts the workers. The ITR needs the
     /// map-cache `reader` and the `misses` sink.
     pub fn start(config: &Config, reader: Option<MapCacheReader>, misses: MissSink) -> Result<DataPlane, Error> {
+        Self::start_with_status(config, reader, misses, None)
+    }
+
+    /// [`DataPlane::start`], with the ETR reporting locator-status bits to `status` (when
+    /// configured: private underlays only, RFC 9300 §10; needs the ITR's map-cache).
+    pub fn start_with_status(
+        config: &Config,
+        reader: Option<MapCacheReader>,
+        misses: MissSink,
+        status: Option<StatusSink>,
+    ) -> Result<DataPlane, Error> {
         if config.itr && reader.is_none() {
             return Err(Error::Config("the ITR data plane needs the map-cache".into()));
         }
@@ -178,7 +191,8 @@ impl DataPlane {
         if config.etr {
             let tuns: Vec<(u32, Arc<tun_rs::SyncDevice>)> = devices.iter().map(|(i, d)| (i.iid, d.clone())).collect();
             for &rloc in &config.rlocs {
-                let w = etr::Worker::new(rloc, config, tuns.clone(), dp.stop.clone())?;
+                let mut w = etr::Worker::new(rloc, config, tuns.clone(), dp.stop.clone())?;
+                w.status = status.clone().zip(reader.clone()).map(|(s, r)| status::StatusWatch::new(r, s));
                 dp.spawn(format!("loci-etr-{rloc}"), w.counters(), move || w.run())?;
             }
         }

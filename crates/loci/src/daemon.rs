@@ -134,12 +134,12 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     };
     let mut node = Node::new(core, rand::random(), Instant::now());
     state::restore(&mut node, &saved);
-    let (data_plane, misses) = match &cfg.data_plane {
+    let (data_plane, misses, status_bits) = match &cfg.data_plane {
         Some(dp) => {
-            let (dp, rx) = xtr::start(dp, &node)?;
-            (Some(dp), Some(rx))
+            let (dp, rx, status) = xtr::start(dp, &node)?;
+            (Some(dp), Some(rx), status)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
@@ -162,6 +162,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(timers(shared.clone()));
     if let Some(rx) = misses {
         tokio::spawn(xtr::misses(shared.clone(), rx));
+    }
+    if let Some(rx) = status_bits {
+        tokio::spawn(xtr::status_bits(shared.clone(), rx));
     }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
