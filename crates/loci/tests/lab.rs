@@ -285,3 +285,33 @@ fn big_pings_over_a_narrower_underlay_get_an_answer_or_a_correct_too_big() {
     assert_eq!(steps[1]["fragmentable"]["received"], steps[1]["fragmentable"]["sent"], "{:#}", steps[1]);
     assert_gone(&run, &veths);
 }
+
+#[test]
+fn locator_and_map_resolver_failover_within_targets() {
+    if !runnable() {
+        return;
+    }
+    let veths = root_veths();
+    let (r, run) = lab_json("failover");
+    let steps = r["steps"].as_array().expect("steps");
+    let outage = step(&r, "outage");
+    let streams = outage["streams"].as_array().expect("streams");
+    let by_itr = |itr: &str| streams.iter().find(|s| s["itr"] == itr).unwrap_or_else(|| panic!("{outage:#}"));
+    // Targets (issue 8): on the backup within 1 s with the fast-failover profile, 3 s with the
+    // default timers; a little slack for a loaded test machine.
+    for (itr, limit_ms) in [("xf", 1200.0), ("xs", 3500.0)] {
+        let s = by_itr(itr);
+        let gap = s["failover_ms"].as_f64().unwrap_or_else(|| panic!("no reply while the primary was down: {s:#}"));
+        assert!(gap <= limit_ms, "{itr}: failover took {gap:.0} ms: {s:#}");
+        // Back on the primary once it answers probes, without another silence.
+        assert!(s["back_ms"].as_f64().is_some(), "{itr} never saw the primary up again: {s:#}");
+        assert!(s["back_gap_ms"].as_f64() < Some(500.0), "{s:#}");
+    }
+    let (fast, default) = (by_itr("xf")["failover_ms"].as_f64(), by_itr("xs")["failover_ms"].as_f64());
+    assert!(fast < default, "the fast profile is faster: {outage:#}");
+    // Map-Resolver failover: after MR1 stops, a new EID resolves through MR2.
+    let last = steps.last().and_then(|s| s.get("ping")).expect("the last step pings D9");
+    assert_eq!(last["received"], last["sent"], "{last:#}");
+    assert!(last["first_reply_ms"].as_f64() <= Some(3000.0), "MR failover too slow: {last:#}");
+    assert_gone(&run, &veths);
+}

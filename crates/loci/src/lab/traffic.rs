@@ -119,7 +119,7 @@ pub fn mtu(ns: &str, from: &str, address: IpAddr, size: u32, count: u32) -> Resu
 }
 
 /// "5 packets transmitted, 5 received, ..."
-fn ping_counts(text: &str) -> Option<(u32, u32)> {
+pub fn ping_counts(text: &str) -> Option<(u32, u32)> {
     let line = text.lines().find(|l| l.contains("packets transmitted"))?;
     let mut nums = line.split(',').map(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()));
     Some((nums.next()??, nums.next()??))
