@@ -18,3 +18,28 @@ pub fn refused(policy: &RelayPolicy, iid: u32, inner: &[u8]) -> bool {
         None => true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use loci_core::eid::EidPrefix;
+
+    use super::*;
+
+    fn v4(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0];
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p
+    }
+
+    #[test]
+    fn refuses_strangers_and_garbage_only_when_relaying() {
+        let served = EidPrefix::new(0, "10.1.0.0/16".parse().unwrap());
+        let policy = RelayPolicy { enabled: true, local: vec![], sources: vec![served] };
+        assert!(!refused(&policy, 0, &v4([10, 1, 1, 10], [100, 64, 0, 10])));
+        assert!(refused(&policy, 0, &v4([192, 0, 2, 66], [100, 64, 0, 10])));
+        assert!(refused(&policy, 0, &[0x45, 0, 0]), "no IP header: nothing to check, dropped");
+        let plain = RelayPolicy::default();
+        assert!(!refused(&plain, 0, &v4([192, 0, 2, 66], [100, 64, 0, 10])));
+    }
+}

@@ -84,6 +84,15 @@ struct Member {
     site: Option<Site>,
 }
 
+impl Member {
+    /// The data plane of a node, created on first use; `None` for anything but a node.
+    fn data_plane_mut(&mut self) -> Option<&mut DataPlane> {
+        let Host::Node(node) = &self.host else { return None };
+        let addrs = &self.addrs;
+        Some(self.data_plane.get_or_insert_with(|| DataPlane::new(addrs, node.itr().map(|i| i.reader()))))
+    }
+}
+
 /// Where a host sits: behind these xTRs (the first is its gateway), in this instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
@@ -165,13 +174,20 @@ impl Sim {
             return None;
         }
         for &x in xtrs {
-            let m = &mut self.members[x];
-            let Host::Node(node) = &m.host else { continue };
-            let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node.itr().map(|i| i.reader())));
-            dp.add_instance(iid);
+            if let Some(dp) = self.members[x].data_plane_mut() {
+                dp.add_instance(iid);
+            }
         }
         let site = Site { xtrs: xtrs.to_vec(), iid };
         Some(self.push(name.into(), &[eid], Host::Endpoint(Vec::new()), Some(site)))
+    }
+
+    /// Gives node `id` PETRs and relaying, as `xtr.petr` and the petr role do (RFC 6832).
+    /// Returns false (changing nothing) when `id` is not a node.
+    pub fn set_proxy(&mut self, id: Id, proxy: loci_core::petr::Proxy) -> bool {
+        let Some(dp) = self.members.get_mut(id).and_then(Member::data_plane_mut) else { return false };
+        dp.set_proxy(proxy);
+        true
     }
 
     fn push(&mut self, name: String, addrs: &[IpAddr], host: Host, site: Option<Site>) -> Id {

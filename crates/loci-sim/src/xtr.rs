@@ -16,6 +16,7 @@ use loci_core::locator::{flow_hash, Families};
 use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::node::Node;
 use loci_core::packet;
+use loci_core::petr::{Proxy, Relay};
 use loci_wire::ecm::checksum;
 
 /// Flow-cache slots, as the daemon's default.
@@ -33,6 +34,8 @@ pub enum Handling {
     NativeForwarded,
     /// ETR: decapsulated and handed to the site's instance `iid`.
     Decapsulated { iid: u32 },
+    /// Proxy-ETR: decapsulated and forwarded natively for a site it serves (RFC 6832).
+    Relayed { iid: u32 },
     /// Dropped, for the reason named (loci-dataplane's counter names).
     Dropped(&'static str),
 }
@@ -68,6 +71,8 @@ pub struct DataPlane {
     src_v6: Option<IpAddr>,
     /// The ETR's RLOCs and instance IDs.
     filter: LocalRlocs,
+    /// PETRs for the ITR, relaying for the ETR.
+    proxy: Proxy,
     counters: Counters,
 }
 
@@ -81,8 +86,17 @@ impl DataPlane {
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
             src_v6: rlocs.iter().copied().find(IpAddr::is_ipv6),
             filter: LocalRlocs { rlocs: rlocs.to_vec(), iids: Vec::new() },
+            proxy: Proxy::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// PETRs and relaying (the `petr` key and role); a PETR serves the instances it relays in.
+    pub(crate) fn set_proxy(&mut self, proxy: Proxy) {
+        for p in &proxy.relay.sources {
+            self.add_instance(p.iid);
+        }
+        self.proxy = proxy;
     }
 
     /// Serves instance `iid` (a TUN device, in the real data plane).
@@ -114,6 +128,7 @@ impl DataPlane {
         let Some(reader) = &self.reader else { return self.drop("no-itr") };
         let flow = flow_hash(p);
         let verdict = self.flows.forward(&reader.load(), iid, dst, flow);
+        let verdict = self.proxy.petrs.apply(verdict, flow, self.families);
         match verdict {
             Forward::Encapsulate(rloc) => self.encapsulate(p, iid, rloc, flow),
             Forward::Miss => {
@@ -157,8 +172,28 @@ impl DataPlane {
     pub(crate) fn etr(&mut self, mut p: Vec<u8>) -> (Handling, Out) {
         match decapsulate(&mut p, &self.filter) {
             Ok(d) => {
-                self.counters.decapsulated += 1;
-                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: p[d.inner].to_vec() })
+                let inner = &p[d.inner.clone()];
+                let relay = match packet::addresses(inner) {
+                    Some((src, dst)) => self.proxy.relay.check(d.iid, src, dst),
+                    None if self.proxy.relay.enabled => Relay::Refuse,
+                    None => Relay::Deliver,
+                };
+                match relay {
+                    Relay::Refuse => self.drop("relay-refused"),
+                    // As the real PETR: out of its TUN device, routed by the kernel (one hop).
+                    Relay::Forward => {
+                        let mut q = inner.to_vec();
+                        if !packet::decrement_ttl(&mut q) {
+                            return self.drop("ttl-exceeded");
+                        }
+                        self.counters.decapsulated += 1;
+                        (Handling::Relayed { iid: d.iid }, Out::Underlay(q))
+                    }
+                    Relay::Deliver => {
+                        self.counters.decapsulated += 1;
+                        (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: inner.to_vec() })
+                    }
+                }
             }
             Err(reason) => self.drop(reason.name()),
         }

@@ -33,6 +33,12 @@
 //!   which names its peers: `interval-ms` 200, `misses-to-down` 3); `locator-status-bits` off
 //!   (RFC 9300 §10: private underlays only).
 //! - `node.metrics`: off; an `address:port` serves Prometheus metrics on `/metrics`.
+//! - Proxies (RFC 6832): `xtr.petr` (itr and pitr roles) lists Proxy-ETRs; traffic whose
+//!   map-cache entry says native-forward is encapsulated to one of them (by flow) instead.
+//!   The `pitr` role is an ITR for non-LISP sources (instance `routes` are the EID prefixes it
+//!   draws traffic for; Map-Requests carry the P bit). The `petr` role decapsulates on
+//!   `xtr.rlocs` and relays only packets whose inner source is in an instance's `relay-for`
+//!   prefixes (required; never an open relay), through its TUN device and the kernel's routing.
 //!
 //! The data plane (TUN devices, encapsulation, decapsulation) runs for the instances that name
 //! a `tun`; an ETR without any keeps only its control plane (registration, Map-Replies).

@@ -202,6 +202,7 @@ pub fn handling_text(h: Handling) -> String {
         Handling::Miss => "map-cache miss: dropped, miss to the control plane".into(),
         Handling::NativeForwarded => "forwarded natively".into(),
         Handling::Decapsulated { iid } => format!("decapsulated, to the site (iid {iid})"),
+        Handling::Relayed { iid } => format!("decapsulated by the PETR, forwarded natively (iid {iid})"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
@@ -213,6 +214,7 @@ pub fn handling_short(h: Handling) -> String {
         Handling::Miss => "miss: dropped".into(),
         Handling::NativeForwarded => "native forward".into(),
         Handling::Decapsulated { iid } => format!("decap, iid {iid}"),
+        Handling::Relayed { iid } => format!("PETR relay, iid {iid}"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
