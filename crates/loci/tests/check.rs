@@ -12,7 +12,7 @@ fn example(name: &str) -> String {
 
 #[test]
 fn examples_pass_check() {
-    for name in ["ms.toml", "etr.toml"] {
+    for name in ["ms.toml", "etr.toml", "proxy.toml"] {
         let path = example(name);
         let out = loci_ok(&["check", "-c", &path]);
         assert!(out.starts_with(&format!("{path}: OK (node ")), "{out}");
