@@ -269,20 +269,23 @@ fn big_pings_over_a_narrower_underlay_get_an_answer_or_a_correct_too_big() {
     let veths = root_veths();
     let (r, run) = lab_json("mtu");
     let steps: Vec<&Value> = r["steps"].as_array().expect("steps").iter().filter_map(|s| s.get("mtu")).collect();
-    assert_eq!(steps.len(), 2, "{r:#}");
+    assert_eq!(steps.len(), 4, "{r:#}");
     // 1500 bytes do not fit xTR-A's TUN device (1464); 1450 do, but not the 1400-byte path to
-    // xTR-B (1364 after encapsulation).
-    for (step, mtu) in steps.iter().zip([1464, 1364]) {
+    // xTR-B (1364 after encapsulation). IPv4 EIDs, then IPv6.
+    for (step, mtu) in steps.iter().zip([1464, 1364, 1464, 1364]) {
         let df = &step["df"];
         assert_eq!(df["silent"], 0, "a DF ping went unanswered: {step:#}");
         assert_eq!(df["too_big"], df["sent"], "{step:#}");
         assert_eq!(df["mtu"], mtu, "{step:#}");
-        // Fragmented instead; the very first packet over the narrow path may be lost, as the
-        // underlay's ICMP error is what tells xTR-A.
-        let f = &step["fragmentable"];
-        assert!(f["received"].as_u64().unwrap_or(0) + 1 >= f["sent"].as_u64().unwrap_or(99), "{step:#}");
+        // Fragmented instead (IPv6: by the host, after a too-big), and answered once the
+        // paths are learnt: the first packets over the narrow hop, and replies while D1 learns
+        // its path MTU from the too-bigs it gets (which C1 does not see), may be lost.
+        assert!(step["fragmentable"]["received"].as_u64() >= Some(1), "{step:#}");
     }
-    assert_eq!(steps[1]["fragmentable"]["received"], steps[1]["fragmentable"]["sent"], "{:#}", steps[1]);
+    // Once every path MTU is known, everything that may be fragmented is answered.
+    for s in [steps[1], steps[3]] {
+        assert_eq!(s["fragmentable"]["received"], s["fragmentable"]["sent"], "{s:#}");
+    }
     assert_gone(&run, &veths);
 }
 

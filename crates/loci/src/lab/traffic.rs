@@ -74,7 +74,7 @@ pub struct Mtu {
     pub size: u32,
     /// The pings with DF set (always for IPv6).
     pub df: MtuPings,
-    /// The pings that may be fragmented (IPv4 only; for IPv6 the same as `df`).
+    /// The pings that may be fragmented (IPv6: by the host, to the path MTU it learnt).
     pub fragmentable: MtuPings,
 }
 
@@ -114,7 +114,7 @@ pub fn mtu(ns: &str, from: &str, address: IpAddr, size: u32, count: u32) -> Resu
         Ok(MtuPings { sent, received, too_big, mtu, silent: sent.saturating_sub(received + too_big) })
     };
     let df = run("do")?;
-    let fragmentable = if address.is_ipv6() { run("do")? } else { run("dont")? };
+    let fragmentable = run("dont")?;
     Ok(Mtu { from: from.into(), address, size, df, fragmentable })
 }
 
