@@ -1064,6 +1064,11 @@ impl<'a> Ctx<'a> {
                 if !is_petr {
                     return Err(self.err(&field, "only the petr role relays"));
                 }
+                if inst.tun.is_none() {
+                    return Err(
+                        self.err(&field, "relayed packets leave through a TUN device: give this instance a tun")
+                    );
+                }
                 let p = self.eid_prefix(&field, r, Some(inst.iid))?;
                 if relay_for.contains(&p) {
                     return Err(self.err(&field, format!("{r} is listed twice")));
@@ -2045,6 +2050,7 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }, {
         assert_eq!(dp.proxy.relay.sources, vec![EidPrefix::new(0, "10.1.0.0/16".parse().expect("net"))]);
         fails(&petr.replace("relay-for = [\"10.1.0.0/16\"]", ""), 6, "xtr.instance", "RFC 6832");
         fails(&petr.replace("rlocs = [\"203.0.113.5\"]\n", ""), 3, "xtr.rlocs", "list xtr.rlocs");
+        fails(&petr.replace("tun = \"lisp0\"\n", ""), 7, "xtr.instance[0].relay-for[0]", "give this instance a tun");
         fails(
             &petr.replace("\"10.1.0.0/16\"]", "\"10.1.0.0/16\", \"10.1.0.0/16\"]"),
             8,
