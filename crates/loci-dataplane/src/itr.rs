@@ -110,7 +110,7 @@ impl Worker {
             flows: (config.flow_cache_slots > 0).then(|| FlowCache::new(config.flow_cache_slots, families)),
             families,
             petrs: config.proxy.petrs.clone(),
-            pmtu: PathMtus::new(usize::from(config.tun_mtu())),
+            pmtu: PathMtus::new(usize::from(config.tun_mtu()), config.mtu_method),
             senders,
             raw_v4: raw_socket(Domain::IPV4).ok(),
             raw_v6: raw_socket(Domain::IPV6).ok(),

@@ -54,6 +54,7 @@ use loci_core::map_cache::MapCacheReader;
 
 pub use counters::{Drop, Stats};
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
+pub use mtu::MtuMethod;
 pub use status::StatusSink;
 
 /// One instance ID's TUN device and the EID prefixes routed into it.
@@ -83,6 +84,8 @@ pub struct Config {
     pub flow_cache_slots: usize,
     /// PETRs for the ITR, relaying for the ETR (RFC 6832).
     pub proxy: loci_core::petr::Proxy,
+    /// Packets too big for the path to a locator (RFC 9300 §7).
+    pub mtu_method: MtuMethod,
 }
 
 /// Largest underlay MTU accepted (the largest IP packet).

@@ -8,6 +8,8 @@
 //! and from then on handles each inner packet too big for it: an IPv4 packet without DF is
 //! fragmented and each fragment encapsulated; any other gets an ICMP too-big back through the
 //! TUN device with the inner MTU that fits. The packets of the failed send get the same.
+//! With [`MtuMethod::Stateful`] (RFC 9300 §7.2) IPv4 packets without DF get the ICMP too, so
+//! that no destination host has to reassemble what the ITR cut.
 #![allow(unsafe_code)]
 
 use std::io::{self, IoSlice};
@@ -34,6 +36,16 @@ const KEEP: Duration = Duration::from_secs(600);
 const MIN_V4: usize = 68;
 const MIN_V6: usize = 1280;
 
+/// What the ITR does with an IPv4 packet without DF that does not fit the path (RFC 9300 §7).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MtuMethod {
+    /// §7.1: fragment it and encapsulate each fragment.
+    #[default]
+    Stateless,
+    /// §7.2: answer it with Fragmentation Needed like any other.
+    Stateful,
+}
+
 struct Entry {
     rloc: IpAddr,
     /// Largest inner packet that fits after encapsulation.
@@ -46,6 +58,7 @@ struct Entry {
 pub struct PathMtus {
     /// Inner packets up to this size always fit (the TUN MTU).
     tun_mtu: usize,
+    method: MtuMethod,
     entries: Vec<Entry>,
     icmp: Vec<u8>,
     frag: Vec<u8>,
@@ -53,8 +66,8 @@ pub struct PathMtus {
 }
 
 impl PathMtus {
-    pub fn new(tun_mtu: usize) -> Self {
-        PathMtus { tun_mtu, entries: Vec::new(), icmp: Vec::new(), frag: Vec::new(), encap: Vec::new() }
+    pub fn new(tun_mtu: usize, method: MtuMethod) -> Self {
+        PathMtus { tun_mtu, method, entries: Vec::new(), icmp: Vec::new(), frag: Vec::new(), encap: Vec::new() }
     }
 
     /// The largest inner packet to `rloc` when its path is known to be narrower than the TUN
@@ -86,7 +99,8 @@ impl PathMtus {
     }
 
     /// An inner packet of instance `iid` too big for the path to `rloc` (at most `limit`
-    /// bytes fit): fragmented and sent when IPv4 allows it, else answered with ICMP too-big.
+    /// bytes fit): fragmented and sent when IPv4 allows it (and the method is stateless), else
+    /// answered with ICMP too-big.
     #[allow(clippy::too_many_arguments)]
     pub fn oversize(
         &mut self,
@@ -98,7 +112,7 @@ impl PathMtus {
         senders: &Senders,
         counters: &Counters,
     ) {
-        if icmp::may_fragment(inner) {
+        if self.method == MtuMethod::Stateless && icmp::may_fragment(inner) {
             let (frag, encap) = (&mut self.frag, &mut self.encap);
             let ok = icmp::fragment_v4(inner, limit, frag, |f| send_one(f, rloc, iid, senders, counters, encap));
             if !ok {

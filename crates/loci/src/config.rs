@@ -27,6 +27,8 @@
 //! - `xtr.rlocs` (our RLOCs: the ETR data plane listens on them, the ITR sends from them and
 //!   names them as ITR-RLOCs): the `local` locators of the database.
 //! - `[xtr.data-plane]`: `underlay-mtu` 1500 (the TUN devices get 36 or 56 bytes less),
+//!   `mtu-method` "stateless" (RFC 9300 §7.1: IPv4 packets without DF too big for a narrower
+//!   path to a locator are fragmented; "stateful", §7.2: they get an ICMP too-big like the rest),
 //!   `flow-cache` 4096 slots per ITR worker; `xtr.map-cache-size`: 100 000 entries.
 //! - `[xtr.probing]` (ITR role): on, `interval-ms` 1000 and `misses-to-down` 2 (RFC 9301 §5.3's
 //!   one Map-Request per second; shorter intervals only through `[xtr.probing.fast-failover]`,
@@ -399,6 +401,7 @@ struct RawXtr {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawDataPlane {
     underlay_mtu: Option<u32>,
+    mtu_method: Option<MtuMethodName>,
     flow_cache: Option<usize>,
 }
 
@@ -421,6 +424,13 @@ struct RawFastFailover {
     misses_to_down: Option<u32>,
     #[serde(default)]
     peers: Vec<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum MtuMethodName {
+    Stateless,
+    Stateful,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -1191,6 +1201,10 @@ impl<'a> Ctx<'a> {
             underlay_mtu,
             flow_cache_slots,
             proxy,
+            mtu_method: match dp.and_then(|d| d.mtu_method) {
+                Some(MtuMethodName::Stateful) => loci_dataplane::MtuMethod::Stateful,
+                Some(MtuMethodName::Stateless) | None => loci_dataplane::MtuMethod::Stateless,
+            },
         });
         if let (Some(dp), Some(at)) = (&data_plane, &v6_eids) {
             if dp.tun_mtu() < 1280 {
@@ -2100,12 +2114,14 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         let itr_only = XTR
             .replace("[\"itr\", \"etr\"]", "[\"itr\"]")
             .replace("database = [{ prefix = \"10.1.1.0/24\", rlocs = [{ address = \"203.0.113.1\" }] }]", "")
-            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\", \"2001:db8::1\"]\nmap-cache-size = 50\n[xtr.data-plane]\nunderlay-mtu = 9000\nflow-cache = 0\n[[xtr.instance]]");
+            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\", \"2001:db8::1\"]\nmap-cache-size = 50\n[xtr.data-plane]\nunderlay-mtu = 9000\nflow-cache = 0\nmtu-method = \"stateful\"\n[[xtr.instance]]");
         let c = check(&itr_only).expect("itr only");
         assert!(c.core.etr.is_none());
         assert_eq!(c.core.itr.expect("itr").cache.max_entries, 50);
         let dp = c.data_plane.expect("data plane");
         assert_eq!((dp.rlocs.len(), dp.tun_mtu(), dp.flow_cache_slots), (2, 9000 - 56, 0));
+        assert_eq!(dp.mtu_method, loci_dataplane::MtuMethod::Stateful);
+        assert_eq!(check(XTR).expect("valid").data_plane.expect("dp").mtu_method, loci_dataplane::MtuMethod::Stateless);
     }
 
     #[test]
