@@ -82,6 +82,8 @@ pub struct ItrConfig {
     pub resolver_return: Duration,
     /// RLOC probing of the cached locators ([`crate::probing`]); `None`: off.
     pub probing: Option<ProbingConfig>,
+    /// A Proxy-ITR (RFC 6832): Map-Requests carry the P bit.
+    pub pitr: bool,
 }
 
 impl Default for ItrConfig {
@@ -103,6 +105,7 @@ impl Default for ItrConfig {
             pubsub_key: None,
             resolver_return: Duration::from_secs(60),
             probing: None,
+            pitr: false,
         }
     }
 }
@@ -463,6 +466,7 @@ impl Itr {
     fn request(&self, iid: u32, eid: IpAddr, source: IpAddr, nonce: u64) -> MapRequest {
         let rlocs = self.config.rlocs.iter().map(|&a| Address::from(a)).collect();
         let mut req = crate::mapping::map_request(nonce, &EidPrefix::host(iid, eid), rlocs);
+        req.pitr = self.config.pitr;
         if !source.is_unspecified() {
             req.source_eid = eid_to_wire(&EidPrefix::host(iid, source)).0;
         }

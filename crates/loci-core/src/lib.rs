@@ -23,6 +23,7 @@ pub mod mobility;
 pub mod negative;
 pub mod node;
 pub mod packet;
+pub mod petr;
 pub mod prefix_table;
 pub mod probing;
 pub mod pubsub;

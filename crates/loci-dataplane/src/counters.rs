@@ -37,6 +37,12 @@ pub enum Drop {
     Truncated,
     /// The TUN device refused the inner packet.
     TunWriteFailed,
+    /// A Proxy-ETR refused to relay: the inner source is no EID of a site it serves (RFC 6832
+    /// §6.1).
+    RelayRefused,
+    /// Too big for the path after encapsulation and not to be fragmented: answered with an
+    /// ICMP too-big (RFC 9300 §7.1).
+    TooBig,
 }
 
 const DECAP: [DecapDrop; 10] = [
@@ -52,7 +58,7 @@ const DECAP: [DecapDrop; 10] = [
     DecapDrop::CongestionOnNotEct,
 ];
 
-const SLOTS: usize = 11 + DECAP.len();
+const SLOTS: usize = 13 + DECAP.len();
 
 impl Drop {
     pub fn name(self) -> &'static str {
@@ -69,6 +75,8 @@ impl Drop {
             Drop::Decap(d) => d.name(),
             Drop::Truncated => "truncated",
             Drop::TunWriteFailed => "tun-write-failed",
+            Drop::RelayRefused => "relay-refused",
+            Drop::TooBig => "too-big",
         }
     }
 
@@ -85,7 +93,9 @@ impl Drop {
             Drop::TunWriteFailed => 8,
             Drop::NotRoutable => 9,
             Drop::MissQueueExpired => 10,
-            Drop::Decap(d) => 11 + DECAP.iter().position(|&x| x == d).unwrap_or(0),
+            Drop::RelayRefused => 11,
+            Drop::TooBig => 12,
+            Drop::Decap(d) => 13 + DECAP.iter().position(|&x| x == d).unwrap_or(0),
         }
     }
 
@@ -102,6 +112,8 @@ impl Drop {
             Drop::TunWriteFailed,
             Drop::NotRoutable,
             Drop::MissQueueExpired,
+            Drop::RelayRefused,
+            Drop::TooBig,
         ]
         .into_iter()
         .chain(DECAP.iter().map(|&d| Drop::Decap(d)))

@@ -15,6 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use loci_core::encap::{decapsulate_payload, DecapDrop, LocalRlocs, OuterHeader};
+use loci_core::petr::RelayPolicy;
+
+use crate::status::StatusWatch;
 use loci_wire::data::LISP_DATA_PORT;
 use socket2::{Domain, Protocol, Socket, Type};
 use tun_rs::{GROTable, SyncDevice, VIRTIO_NET_HDR_LEN};
@@ -38,6 +41,9 @@ pub struct Worker {
     socket: Socket,
     local: SocketAddr,
     filter: LocalRlocs,
+    relay: RelayPolicy,
+    /// Locator-status bits, when honoured.
+    pub status: Option<StatusWatch>,
     tuns: Vec<TunOut>,
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
@@ -134,7 +140,8 @@ impl Worker {
                 gro: GROTable::default(),
             })
             .collect();
-        Ok(Worker { socket, local, filter, tuns, counters: Arc::default(), stop, away: None })
+        let relay = config.proxy.relay.clone();
+        Ok(Worker { socket, local, filter, relay, status: None, tuns, counters: Arc::default(), stop, away: None })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -199,6 +206,13 @@ impl Worker {
             self.counters.drop_packet(Drop::Decap(DecapDrop::UnknownIid));
             return;
         };
+        if crate::petr::refused(&self.relay, d.iid, &payload[d.inner.clone()]) {
+            self.counters.drop_packet(Drop::RelayRefused);
+            return;
+        }
+        if let Some(w) = &mut self.status {
+            w.check(d.iid, &payload[d.inner.clone()], d.outer.src, d.lisp.lsb);
+        }
         let inner = &payload[d.inner];
         if self.away.as_mut().is_some_and(|a| a.redirect(d.iid, inner, outer.src)) {
             return;

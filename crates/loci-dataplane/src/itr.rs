@@ -24,11 +24,13 @@ use loci_core::map_cache::{Forward, MapCacheReader};
 use loci_core::miss_filter::RecentMisses;
 use loci_core::miss_queue::{self, MissQueue, POLL as MISS_POLL, SWEEP};
 use loci_core::packet;
+use loci_core::petr::Petrs;
 use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tun_rs::{InterruptEvent, SyncDevice, VIRTIO_NET_HDR_LEN};
 
 use crate::counters::{Counters, Drop};
+use crate::mtu::{self, PathMtus};
 use crate::senders::Senders;
 use crate::sys::{self, SendMsg};
 use crate::{Config, DataPlane, Error, Miss, MissSink, MAX_MTU};
@@ -54,6 +56,8 @@ pub struct Worker {
     reader: MapCacheReader,
     flows: Option<FlowCache>,
     families: Families,
+    petrs: Petrs,
+    pmtu: PathMtus,
     senders: Arc<Senders>,
     /// Raw sockets for native forwarding (the packet goes out as it is).
     raw_v4: Option<Socket>,
@@ -98,6 +102,8 @@ impl Worker {
             reader,
             flows: (config.flow_cache_slots > 0).then(|| FlowCache::new(config.flow_cache_slots, families)),
             families,
+            petrs: config.proxy.petrs.clone(),
+            pmtu: PathMtus::new(usize::from(config.tun_mtu()), config.mtu_method),
             senders,
             raw_v4: raw_socket(Domain::IPV4).ok(),
             raw_v6: raw_socket(Domain::IPV6).ok(),
@@ -137,14 +143,14 @@ impl Worker {
                     // A super-segment fills GSO messages by itself: send it at once, so that the
                     // ETR works on it while we read the next. Single packets gather up.
                     if n > 1 || used + READ_MAX > RING {
-                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        self.send_batch(&bufs);
                         used = 0;
                     }
                 }
                 // Nothing more to read: send what we have, then wait.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if used > 0 {
-                        self.batch.send(&self.senders, &bufs, &self.counters);
+                        self.send_batch(&bufs);
                         used = 0;
                         continue;
                     }
@@ -182,6 +188,7 @@ impl Worker {
                 None => snap.forward(self.iid, dst, flow, self.families),
             }
         };
+        let verdict = self.petrs.apply(verdict, flow, self.families);
         match verdict {
             Forward::Encapsulate(rloc) => self.encapsulate(&mut bufs[i], i, inner, rloc, flow),
             Forward::Miss => self.miss(dst, src, &bufs[i][inner]),
@@ -191,6 +198,11 @@ impl Worker {
     }
 
     fn encapsulate(&mut self, buf: &mut [u8], i: usize, inner: Range<usize>, rloc: IpAddr, flow: u32) {
+        if let Some(limit) = self.pmtu.limit(rloc).filter(|&l| inner.len() > l) {
+            let (tun, senders, counters) = (&self.tun, &self.senders, &self.counters);
+            self.pmtu.oversize(&buf[inner], rloc, limit, self.iid, tun, senders, counters);
+            return;
+        }
         let Some(socket) = self.senders.pick(rloc.is_ipv6(), flow) else {
             self.counters.drop_packet(Drop::EncapFailed);
             return;
@@ -198,6 +210,20 @@ impl Worker {
         match encapsulate_payload(buf, inner, self.iid, None) {
             Ok(p) => self.batch.push(i, p, SocketAddr::new(rloc, LISP_DATA_PORT), socket),
             Err(_) => self.counters.drop_packet(Drop::EncapFailed),
+        }
+    }
+
+    /// Sends the batch; what was too big for its path is handled by [`PathMtus`].
+    fn send_batch(&mut self, bufs: &[Vec<u8>]) {
+        self.batch.send(&self.senders, bufs, &self.counters);
+        for (rloc, b, r) in self.batch.oversize.drain(..) {
+            let inner = &bufs[b][r.start + HEADER_LEN..r.end];
+            match self.pmtu.learn(rloc) {
+                Some(limit) => {
+                    self.pmtu.oversize(inner, rloc, limit, self.iid, &self.tun, &self.senders, &self.counters)
+                }
+                None => self.counters.drop_packet(Drop::SendFailed),
+            }
         }
     }
 
@@ -243,7 +269,7 @@ impl Worker {
         for slot in ready.drain(..) {
             // Leave room for the next TUN read.
             if used == RING - READ_MAX {
-                self.batch.send(&self.senders, bufs, &self.counters);
+                self.send_batch(bufs);
                 used = 0;
             }
             let p = self.waiting.packet(slot);
@@ -282,6 +308,8 @@ struct Batch {
     info: Vec<MsgInfo>,
     /// UDP GSO failed once (no checksum offload on the way out, old kernel): off for good.
     no_gso: bool,
+    /// Packets refused as too big for the path to their RLOC: (RLOC, buffer, UDP payload).
+    oversize: Vec<(IpAddr, usize, Range<usize>)>,
 }
 
 struct MsgInfo {
@@ -346,6 +374,11 @@ impl Batch {
                 }
                 Err(e) => {
                     let s = &self.sends[i];
+                    if mtu::refused_for_size(&e, s.dst.ip(), self.info[i].segment, s.segment.is_some()) {
+                        self.oversize.extend(self.pkts[s.iov.clone()].iter().map(|(b, r)| (s.dst.ip(), *b, r.clone())));
+                        i += 1;
+                        continue;
+                    }
                     let gso_refused = s.segment.is_some() && matches!(e.raw_os_error(), Some(libc::EIO | libc::EINVAL));
                     if gso_refused {
                         tracing::warn!(error = %e, "UDP GSO refused; sending datagrams one by one from now on");

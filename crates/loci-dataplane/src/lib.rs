@@ -36,9 +36,13 @@ mod counters;
 pub mod detect;
 mod etr;
 mod frame;
+mod icmp;
 mod itr;
 mod link_sys;
+mod mtu;
+mod petr;
 mod senders;
+mod status;
 mod sys;
 mod tun;
 
@@ -55,6 +59,8 @@ pub use away::{Away, AwayCounters, AwayPacket, AwaySink};
 pub use counters::{Drop, Stats};
 pub use frame::parse_mac;
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
+pub use mtu::MtuMethod;
+pub use status::StatusSink;
 pub use tun::add_route;
 
 /// One instance ID's TUN device and the EID prefixes routed into it.
@@ -82,6 +88,10 @@ pub struct Config {
     pub underlay_mtu: u16,
     /// Slots of each ITR worker's flow cache (0: no flow cache).
     pub flow_cache_slots: usize,
+    /// PETRs for the ITR, relaying for the ETR (RFC 6832).
+    pub proxy: loci_core::petr::Proxy,
+    /// Packets too big for the path to a locator (RFC 9300 §7).
+    pub mtu_method: MtuMethod,
 }
 
 /// Largest underlay MTU accepted (the largest IP packet).
@@ -145,16 +155,18 @@ impl DataPlane {
     /// Creates the TUN devices, routes and sockets and starts the workers. The ITR needs the
     /// map-cache `reader` and the `misses` sink.
     pub fn start(config: &Config, reader: Option<MapCacheReader>, misses: MissSink) -> Result<DataPlane, Error> {
-        Self::start_with_away(config, reader, misses, None)
+        Self::start_with(config, reader, misses, None, None)
     }
 
     /// [`DataPlane::start`], with the ETR re-encapsulating packets for hosts that moved away
-    /// (host mobility, [`away`]).
-    pub fn start_with_away(
+    /// (host mobility, [`away`]) and reporting locator-status bits to `status` (when
+    /// configured: private underlays only, RFC 9300 §10; needs the ITR's map-cache).
+    pub fn start_with(
         config: &Config,
         reader: Option<MapCacheReader>,
         misses: MissSink,
         away: Option<(Away, Arc<AwayCounters>)>,
+        status: Option<StatusSink>,
     ) -> Result<DataPlane, Error> {
         if config.itr && reader.is_none() {
             return Err(Error::Config("the ITR data plane needs the map-cache".into()));
@@ -194,6 +206,7 @@ impl DataPlane {
                 if let Some((a, c)) = &away {
                     w.away = Some(away::AwayForwarder::new(a.clone(), &config.rlocs, c.clone())?);
                 }
+                w.status = status.clone().zip(reader.clone()).map(|(s, r)| status::StatusWatch::new(r, s));
                 dp.spawn(format!("loci-etr-{rloc}"), w.counters(), move || w.run())?;
             }
         }

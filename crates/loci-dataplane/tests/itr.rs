@@ -55,6 +55,8 @@ fn misses_wait_for_their_mapping_and_bursts_arrive_whole() {
             etr: false,
             underlay_mtu: 1500,
             flow_cache_slots: 64,
+            proxy: Default::default(),
+            mtu_method: Default::default(),
         };
         let mut cache = MapCache::new(MapCacheConfig::default());
         let misses = Arc::new(AtomicUsize::new(0));

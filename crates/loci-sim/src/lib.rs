@@ -87,6 +87,15 @@ struct Member {
     interface: Option<String>,
 }
 
+impl Member {
+    /// The data plane of a node, created on first use; `None` for anything but a node.
+    fn data_plane_mut(&mut self) -> Option<&mut DataPlane> {
+        let Host::Node(node) = &self.host else { return None };
+        let addrs = &self.addrs;
+        Some(self.data_plane.get_or_insert_with(|| DataPlane::new(addrs, node)))
+    }
+}
+
 /// Where a host sits: behind these xTRs (the first is its gateway), in this instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {
@@ -200,11 +209,20 @@ impl Sim {
     /// Gives the xTR nodes `xtrs` a data plane serving instance `iid`.
     fn attach(&mut self, xtrs: &[Id], iid: u32) {
         for &x in xtrs {
-            let m = &mut self.members[x];
-            let Host::Node(node) = &m.host else { continue };
-            let dp = m.data_plane.get_or_insert_with(|| DataPlane::new(&m.addrs, node));
-            dp.add_instance(iid, self.now);
+            let now = self.now;
+            if let Some(dp) = self.members[x].data_plane_mut() {
+                dp.add_instance(iid, now);
+            }
         }
+    }
+
+    /// Gives node `id` PETRs and relaying, as `xtr.petr` and the petr role do (RFC 6832).
+    /// Returns false (changing nothing) when `id` is not a node.
+    pub fn set_proxy(&mut self, id: Id, proxy: loci_core::petr::Proxy) -> bool {
+        let now = self.now;
+        let Some(dp) = self.members.get_mut(id).and_then(Member::data_plane_mut) else { return false };
+        dp.set_proxy(proxy, now);
+        true
     }
 
     fn push(&mut self, name: String, addrs: &[IpAddr], host: Host, site: Option<Site>) -> Id {

@@ -34,6 +34,7 @@ use loci_core::packet;
 use loci_wire::data::{HEADER_LEN, LISP_DATA_PORT};
 
 use crate::packet::{udp_datagram, Summary};
+use loci_core::petr::{Proxy, Relay};
 
 /// Flow-cache slots, as the daemon's default.
 const FLOW_CACHE_SLOTS: usize = 4096;
@@ -57,6 +58,8 @@ pub enum Handling {
     /// xTR: a host's gratuitous ARP (or unsolicited NA) announcing its address: reported to
     /// the control plane as a host seen on the site interface, not forwarded.
     HostAnnounced,
+    /// Proxy-ETR: decapsulated and forwarded natively for a site it serves (RFC 6832).
+    Relayed { iid: u32 },
     /// Dropped, for the reason named (loci-dataplane's counter names).
     Dropped(&'static str),
 }
@@ -112,6 +115,8 @@ pub struct DataPlane {
     src_v6: Option<IpAddr>,
     /// The ETR's RLOCs and instance IDs.
     filter: LocalRlocs,
+    /// PETRs for the ITR, relaying for the ETR.
+    proxy: Proxy,
     counters: Counters,
 }
 
@@ -126,6 +131,7 @@ impl DataPlane {
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
             src_v6: rlocs.iter().copied().find(IpAddr::is_ipv6),
             filter: LocalRlocs { rlocs: rlocs.to_vec(), iids: Vec::new() },
+            proxy: Proxy::default(),
             counters: Counters::default(),
         }
     }
@@ -134,6 +140,14 @@ impl DataPlane {
     pub(crate) fn attach(&mut self, node: &Node) {
         self.reader = node.itr().map(|i| i.reader());
         self.away = node.away_reader();
+    }
+
+    /// PETRs and relaying (the `petr` key and role); a PETR serves the instances it relays in.
+    pub(crate) fn set_proxy(&mut self, proxy: Proxy, now: Instant) {
+        for p in &proxy.relay.sources {
+            self.add_instance(p.iid, now);
+        }
+        self.proxy = proxy;
     }
 
     /// Serves instance `iid` (a TUN device, in the real data plane).
@@ -223,6 +237,7 @@ impl DataPlane {
         let (Some(reader), Some(w)) = (&self.reader, self.workers.get_mut(&iid)) else { return self.drop("no-itr") };
         let flow = flow_hash(p);
         let verdict = w.flows.forward(&reader.load(), iid, dst, flow);
+        let verdict = self.proxy.petrs.apply(verdict, flow, self.families);
         match verdict {
             Forward::Encapsulate(rloc) => {
                 let (out, done) =
@@ -288,12 +303,31 @@ impl DataPlane {
         let outer = OuterHeader { src: s.src, dst: s.dst, ttl: s.ttl, tos: s.tos, src_port, dst_port };
         match decapsulate_payload(payload, &outer, &self.filter) {
             Ok(d) => {
-                self.counters.decapsulated += 1;
                 let inner = &payload[d.inner];
-                if let Some(out) = self.away(node, now, d.iid, inner, &outer) {
-                    return out;
+                let relay = match packet::addresses(inner) {
+                    Some((src, dst)) => self.proxy.relay.check(d.iid, src, dst),
+                    None if self.proxy.relay.enabled => Relay::Refuse,
+                    None => Relay::Deliver,
+                };
+                match relay {
+                    Relay::Refuse => self.drop("relay-refused"),
+                    // As the real PETR: out of its TUN device, routed by the kernel (one hop).
+                    Relay::Forward => {
+                        let mut q = inner.to_vec();
+                        if !packet::decrement_ttl(&mut q) {
+                            return self.drop("ttl-exceeded");
+                        }
+                        self.counters.decapsulated += 1;
+                        (Handling::Relayed { iid: d.iid }, Out::Underlay(q))
+                    }
+                    Relay::Deliver => {
+                        self.counters.decapsulated += 1;
+                        if let Some(out) = self.away(node, now, d.iid, inner, &outer) {
+                            return out;
+                        }
+                        (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: inner.to_vec() })
+                    }
                 }
-                (Handling::Decapsulated { iid: d.iid }, Out::Site { iid: d.iid, packet: inner.to_vec() })
             }
             Err(reason) => self.drop(reason.name()),
         }

@@ -30,12 +30,20 @@
 //!   4096; hosts are registered with our RLOCs (`xtr.rlocs`), priority 1, weight 100.
 //!   `xtr.pubsub` (the key Map-Servers sign publications with) makes the ITR subscribe.
 //! - `[xtr.data-plane]`: `underlay-mtu` 1500 (the TUN devices get 36 or 56 bytes less),
+//!   `mtu-method` "stateless" (RFC 9300 §7.1: IPv4 packets without DF too big for a narrower
+//!   path to a locator are fragmented; "stateful", §7.2: they get an ICMP too-big like the rest),
 //!   `flow-cache` 4096 slots per ITR worker; `xtr.map-cache-size`: 100 000 entries.
 //! - `[xtr.probing]` (ITR role): on, `interval-ms` 1000 and `misses-to-down` 2 (RFC 9301 §5.3's
 //!   one Map-Request per second; shorter intervals only through `[xtr.probing.fast-failover]`,
 //!   which names its peers: `interval-ms` 200, `misses-to-down` 3); `locator-status-bits` off
 //!   (RFC 9300 §10: private underlays only).
 //! - `node.metrics`: off; an `address:port` serves Prometheus metrics on `/metrics`.
+//! - Proxies (RFC 6832): `xtr.petr` (itr and pitr roles) lists Proxy-ETRs; traffic whose
+//!   map-cache entry says native-forward is encapsulated to one of them (by flow) instead.
+//!   The `pitr` role is an ITR for non-LISP sources (instance `routes` are the EID prefixes it
+//!   draws traffic for; Map-Requests carry the P bit). The `petr` role decapsulates on
+//!   `xtr.rlocs` and relays only packets whose inner source is in an instance's `relay-for`
+//!   prefixes (required; never an open relay), through its TUN device and the kernel's routing.
 //!
 //! - `[[xtr.instance.dynamic-eid]]` (host mobility, DESIGN §5): `max-hosts` 1000, `rlocs` the
 //!   node's RLOCs (priority 1, weight 100); `[xtr.mobility]`: `idle-timeout-secs` 300,
@@ -401,6 +409,9 @@ struct RawXtr {
     data_plane: Option<RawDataPlane>,
     probing: Option<RawProbing>,
     mobility: Option<RawMobility>,
+    /// Proxy-ETRs for non-LISP destinations (RFC 6832).
+    #[serde(default)]
+    petr: Vec<String>,
     #[serde(default)]
     instance: Vec<RawInstance>,
 }
@@ -455,6 +466,7 @@ struct RawGateway {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawDataPlane {
     underlay_mtu: Option<u32>,
+    mtu_method: Option<MtuMethodName>,
     flow_cache: Option<usize>,
 }
 
@@ -477,6 +489,13 @@ struct RawFastFailover {
     misses_to_down: Option<u32>,
     #[serde(default)]
     peers: Vec<String>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+enum MtuMethodName {
+    Stateless,
+    Stateful,
 }
 
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
@@ -511,6 +530,9 @@ struct RawInstance {
     database: Vec<RawMapping>,
     #[serde(default)]
     dynamic_eid: Vec<RawDynamicEid>,
+    /// Proxy-ETR role: the EID prefixes of the sites it relays for.
+    #[serde(default)]
+    relay_for: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -1055,15 +1077,18 @@ impl<'a> Ctx<'a> {
                 Role::Pitr => "pitr",
                 Role::Petr => "petr",
             };
-            if !matches!(r, Role::Etr | Role::Itr) {
-                return Err(self.err(&field, format!("role \"{name}\" is not supported yet (\"itr\" and \"etr\" are)")));
+            if *r == Role::Pitr && raw.roles.contains(&Role::Itr) {
+                return Err(self.err(&field, "a pitr is an itr without a site: give one of \"itr\" and \"pitr\""));
             }
             if raw.roles[..i].contains(r) {
                 return Err(self.err(&field, format!("role \"{name}\" is listed twice")));
             }
         }
         let is_etr = raw.roles.contains(&Role::Etr);
-        let is_itr = raw.roles.contains(&Role::Itr);
+        // A Proxy-ITR is an ITR for others' traffic: the same machinery, with the P bit.
+        let is_pitr = raw.roles.contains(&Role::Pitr);
+        let is_itr = raw.roles.contains(&Role::Itr) || is_pitr;
+        let is_petr = raw.roles.contains(&Role::Petr);
 
         let mut map_servers: Vec<RegisterPeer> = Vec::new();
         for (i, p) in raw.map_servers.iter().enumerate() {
@@ -1109,8 +1134,25 @@ impl<'a> Ctx<'a> {
         let mut iids: HashSet<u32> = HashSet::new();
         let mut tun_names: HashSet<&str> = HashSet::new();
         let mut ranges: Vec<DynamicEidRange> = Vec::new();
+        let mut relay_for: Vec<EidPrefix> = Vec::new();
         for (i, inst) in raw.instance.iter().enumerate() {
             let at = format!("xtr.instance[{i}]");
+            for (j, r) in inst.relay_for.iter().enumerate() {
+                let field = format!("{at}.relay-for[{j}]");
+                if !is_petr {
+                    return Err(self.err(&field, "only the petr role relays"));
+                }
+                if inst.tun.is_none() {
+                    return Err(
+                        self.err(&field, "relayed packets leave through a TUN device: give this instance a tun")
+                    );
+                }
+                let p = self.eid_prefix(&field, r, Some(inst.iid))?;
+                if relay_for.contains(&p) {
+                    return Err(self.err(&field, format!("{r} is listed twice")));
+                }
+                relay_for.push(p);
+            }
             if !iids.insert(inst.iid) {
                 return Err(self.err(&format!("{at}.iid"), format!("instance {} is defined twice", inst.iid)));
             }
@@ -1215,6 +1257,7 @@ impl<'a> Ctx<'a> {
                 "the etr data plane receives on our RLOCs, and no database locator is local: list xtr.rlocs",
             ));
         }
+        let proxy = self.proxy(raw, is_itr, is_petr, &instances, &rlocs, &database, relay_for)?;
 
         let dp = raw.data_plane.as_ref();
         let underlay_mtu = match dp.and_then(|d| d.underlay_mtu) {
@@ -1232,9 +1275,14 @@ impl<'a> Ctx<'a> {
             instances,
             rlocs: rlocs.clone(),
             itr: is_itr,
-            etr: is_etr,
+            etr: is_etr || is_petr,
             underlay_mtu,
             flow_cache_slots,
+            proxy,
+            mtu_method: match dp.and_then(|d| d.mtu_method) {
+                Some(MtuMethodName::Stateful) => loci_dataplane::MtuMethod::Stateful,
+                Some(MtuMethodName::Stateless) | None => loci_dataplane::MtuMethod::Stateless,
+            },
         });
         if let (Some(dp), Some(at)) = (&data_plane, &v6_eids) {
             if dp.tun_mtu() < 1280 {
@@ -1253,6 +1301,7 @@ impl<'a> Ctx<'a> {
             let mut c = loci_core::itr::ItrConfig {
                 map_resolvers: map_resolvers.iter().map(|&a| SocketAddr::new(a, DEFAULT_CONTROL_PORT)).collect(),
                 rlocs: rlocs.clone(),
+                pitr: is_pitr,
                 ..Default::default()
             };
             if let Some(p) = &raw.pubsub {
@@ -1535,6 +1584,59 @@ impl<'a> Ctx<'a> {
 
     /// The ITR needs an RLOC to send Map-Requests from, and Map-Replies come back to it on the
     /// control port, so the daemon must listen there.
+    /// The PETRs an ITR sends non-LISP traffic to, and the relay policy of the petr role.
+    #[allow(clippy::too_many_arguments)]
+    fn proxy(
+        &self,
+        raw: &RawXtr,
+        is_itr: bool,
+        is_petr: bool,
+        instances: &[loci_dataplane::Instance],
+        rlocs: &[IpAddr],
+        database: &[DatabaseMapping],
+        relay_for: Vec<EidPrefix>,
+    ) -> Result<loci_core::petr::Proxy> {
+        let mut petrs = Vec::new();
+        for (i, s) in raw.petr.iter().enumerate() {
+            let field = format!("xtr.petr[{i}]");
+            if !is_itr {
+                return Err(self.err(&field, "only the itr and pitr roles send through a PETR"));
+            }
+            let ip = self.ip(&field, s)?;
+            if petrs.contains(&ip) {
+                return Err(self.err(&field, format!("{ip} is listed twice")));
+            }
+            if !rlocs.iter().any(|r| r.is_ipv4() == ip.is_ipv4()) {
+                return Err(self.err(&field, format!("no RLOC of {ip}'s address family to send to it from")));
+            }
+            petrs.push(ip);
+        }
+        if is_petr {
+            if instances.is_empty() {
+                return Err(
+                    self.err("xtr.instance", "the petr role forwards through a TUN device: give an instance a tun")
+                );
+            }
+            if rlocs.is_empty() {
+                return Err(self.err("xtr.rlocs", "the petr role receives on its RLOCs: list xtr.rlocs"));
+            }
+            if relay_for.is_empty() {
+                return Err(self.err(
+                    "xtr.instance",
+                    "a petr relays only for the sites it serves (RFC 6832 §6.1): give an instance relay-for = [EID prefixes]",
+                ));
+            }
+        }
+        Ok(loci_core::petr::Proxy {
+            petrs: loci_core::petr::Petrs::new(petrs),
+            relay: loci_core::petr::RelayPolicy {
+                enabled: is_petr,
+                local: database.iter().map(|d| d.prefix).collect(),
+                sources: relay_for,
+            },
+        })
+    }
+
     fn itr_rlocs(&self, rlocs: &[IpAddr], map_resolvers: &[IpAddr], node: &NodeSettings) -> Result<()> {
         if rlocs.is_empty() {
             return Err(
@@ -2309,8 +2411,50 @@ gateway = { address = "10.1.9.1", mac = "00:00:5e:00:01:01" }
     }
 
     #[test]
+    fn proxy_roles_and_petrs() {
+        // A PITR: an ITR without a site, whose Map-Requests carry the P bit.
+        let pitr = "[node]\nname = \"pitr\"\n[xtr]\nroles = [\"pitr\"]\nmap-resolvers = [\"192.0.2.10\"]\n\
+                    rlocs = [\"203.0.113.1\"]\n[[xtr.instance]]\ntun = \"lisp0\"\nroutes = [\"10.1.0.0/16\"]\n";
+        let c = check(pitr).expect("pitr");
+        assert!(c.core.itr.expect("itr").pitr && c.core.etr.is_none());
+        let dp = c.data_plane.expect("data plane");
+        assert!(dp.itr && !dp.etr && !dp.proxy.relay.enabled);
+        fails(&pitr.replace("[\"pitr\"]", "[\"pitr\", \"itr\"]"), 4, "xtr.roles[0]", "one of \"itr\" and \"pitr\"");
+        fails(&pitr.replace("map-resolvers = [\"192.0.2.10\"]", ""), 3, "xtr.map-resolvers", "needs at least one");
+
+        // An ITR with PETRs: native-forward becomes encapsulation to them.
+        let with_petr = XTR.replace("map-resolvers", "petr = [\"203.0.113.5\"]\nmap-resolvers");
+        let dp = check(&with_petr).expect("petr").data_plane.expect("data plane");
+        assert_eq!(dp.proxy.petrs, loci_core::petr::Petrs::new(vec![ip("203.0.113.5")]));
+        fails(&XTR.replace("map-resolvers", "petr = [\"2001:db8::5\"]\nmap-resolvers"), 6, "xtr.petr[0]", "no RLOC");
+        fails(&XTR.replace("map-resolvers", "petr = [\"x\"]\nmap-resolvers"), 6, "xtr.petr[0]", "x");
+        fails(&ETR.replace("map-servers", "petr = [\"203.0.113.5\"]\nmap-servers"), 5, "xtr.petr[0]", "only the itr");
+
+        // A PETR relays for the sites it names, never for anyone.
+        let petr = "[node]\nname = \"petr\"\n[xtr]\nroles = [\"petr\"]\nrlocs = [\"203.0.113.5\"]\n\
+                    [[xtr.instance]]\ntun = \"lisp0\"\nrelay-for = [\"10.1.0.0/16\"]\n";
+        let dp = check(petr).expect("petr").data_plane.expect("data plane");
+        assert!(dp.etr && !dp.itr && dp.proxy.relay.enabled);
+        assert_eq!(dp.proxy.relay.sources, vec![EidPrefix::new(0, "10.1.0.0/16".parse().expect("net"))]);
+        fails(&petr.replace("relay-for = [\"10.1.0.0/16\"]", ""), 6, "xtr.instance", "RFC 6832");
+        fails(&petr.replace("rlocs = [\"203.0.113.5\"]\n", ""), 3, "xtr.rlocs", "list xtr.rlocs");
+        fails(&petr.replace("tun = \"lisp0\"\n", ""), 7, "xtr.instance[0].relay-for[0]", "give this instance a tun");
+        fails(
+            &petr.replace("\"10.1.0.0/16\"]", "\"10.1.0.0/16\", \"10.1.0.0/16\"]"),
+            8,
+            "xtr.instance[0].relay-for[1]",
+            "twice",
+        );
+        fails(
+            &XTR.replace("routes =", "relay-for = [\"10.1.0.0/16\"]\nroutes ="),
+            10,
+            "xtr.instance[0].relay-for[0]",
+            "only the petr",
+        );
+    }
+
+    #[test]
     fn unsupported_roles() {
-        fails(&ETR.replace("[\"etr\"]", "[\"pitr\"]"), 4, "xtr.roles[0]", "not supported yet");
         fails(&ETR.replace("[\"etr\"]", "[\"xtr\"]"), 4, "xtr.roles[0]", "unknown variant `xtr`");
         fails(&ETR.replace("[\"etr\"]", "[]"), 4, "xtr.roles", "no role");
     }
@@ -2344,12 +2488,14 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         let itr_only = XTR
             .replace("[\"itr\", \"etr\"]", "[\"itr\"]")
             .replace("database = [{ prefix = \"10.1.1.0/24\", rlocs = [{ address = \"203.0.113.1\" }] }]", "")
-            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\", \"2001:db8::1\"]\nmap-cache-size = 50\n[xtr.data-plane]\nunderlay-mtu = 9000\nflow-cache = 0\n[[xtr.instance]]");
+            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\", \"2001:db8::1\"]\nmap-cache-size = 50\n[xtr.data-plane]\nunderlay-mtu = 9000\nflow-cache = 0\nmtu-method = \"stateful\"\n[[xtr.instance]]");
         let c = check(&itr_only).expect("itr only");
         assert!(c.core.etr.is_none());
         assert_eq!(c.core.itr.expect("itr").cache.max_entries, 50);
         let dp = c.data_plane.expect("data plane");
         assert_eq!((dp.rlocs.len(), dp.tun_mtu(), dp.flow_cache_slots), (2, 9000 - 56, 0));
+        assert_eq!(dp.mtu_method, loci_dataplane::MtuMethod::Stateful);
+        assert_eq!(check(XTR).expect("valid").data_plane.expect("dp").mtu_method, loci_dataplane::MtuMethod::Stateless);
     }
 
     #[test]

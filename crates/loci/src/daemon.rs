@@ -153,12 +153,12 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         Some((m, q, a)) => (Some(m), Some(q), Some(a)),
         None => (None, None, None),
     };
-    let (data_plane, misses) = match &cfg.data_plane {
+    let (data_plane, misses, status_bits) = match &cfg.data_plane {
         Some(dp) => {
-            let (dp, rx) = xtr::start(dp, &node, away)?;
-            (Some(dp), Some(rx))
+            let (dp, rx, status) = xtr::start(dp, &node, away)?;
+            (Some(dp), Some(rx), status)
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let shared = Arc::new(Shared {
         node: Mutex::new(node),
@@ -185,6 +185,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     }
     if let Some(q) = mobility_queues {
         mobility::spawn(&shared, q);
+    }
+    if let Some(rx) = status_bits {
+        tokio::spawn(xtr::status_bits(shared.clone(), rx));
     }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));

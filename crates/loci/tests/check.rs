@@ -12,7 +12,7 @@ fn example(name: &str) -> String {
 
 #[test]
 fn examples_pass_check() {
-    for name in ["ms.toml", "etr.toml"] {
+    for name in ["ms.toml", "etr.toml", "proxy.toml"] {
         let path = example(name);
         let out = loci_ok(&["check", "-c", &path]);
         assert!(out.starts_with(&format!("{path}: OK (node ")), "{out}");
@@ -61,7 +61,7 @@ fn out_of_range_value() {
 
 #[test]
 fn unknown_key() {
-    refused(&ETR.replace("[xtr]\n", "[xtr]\ncolour = \"red\"\n"), 6, "xtr.colour", "unknown field `colour`, expected one of `roles`, `map-servers`, `map-resolvers`, `proxy-reply`, `merge`, `xtr-id`, `site-id`, `record-ttl`, `rlocs`, `map-cache-size`, `pubsub`, `data-plane`, `probing`, `mobility`, `instance`");
+    refused(&ETR.replace("[xtr]\n", "[xtr]\ncolour = \"red\"\n"), 6, "xtr.colour", "unknown field `colour`, expected one of `roles`, `map-servers`, `map-resolvers`, `proxy-reply`, `merge`, `xtr-id`, `site-id`, `record-ttl`, `rlocs`, `map-cache-size`, `pubsub`, `data-plane`, `probing`, `mobility`, `petr`, `instance`");
 }
 
 #[test]

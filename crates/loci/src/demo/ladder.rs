@@ -240,6 +240,7 @@ pub fn handling_text(h: Handling) -> String {
         Handling::Decapsulated { iid } => format!("decapsulated (iid {iid})"),
         Handling::Reencapsulated { rloc, .. } => format!("host moved away: re-encapsulated to {rloc}"),
         Handling::HostAnnounced => "host seen on the site interface".into(),
+        Handling::Relayed { iid } => format!("decapsulated by the PETR, forwarded natively (iid {iid})"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }
@@ -254,6 +255,7 @@ pub fn handling_short(h: Handling) -> String {
         Handling::Decapsulated { iid } => format!("decap, iid {iid}"),
         Handling::Reencapsulated { rloc, .. } => format!("away: re-encap to {rloc}"),
         Handling::HostAnnounced => "host seen".into(),
+        Handling::Relayed { iid } => format!("PETR relay, iid {iid}"),
         Handling::Dropped(r) => format!("dropped: {r}"),
     }
 }

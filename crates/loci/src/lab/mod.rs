@@ -9,6 +9,7 @@
 //! `$TMPDIR/loci-lab-lXXXX/` (configurations, API sockets, logs).
 
 mod moves;
+mod outage;
 mod sys;
 mod topology;
 mod traffic;
@@ -45,6 +46,9 @@ pub const SCENARIOS: &[Scenario] = &[
         file: "lab/move-across.toml",
         text: include_str!("../../../../lab/move-across.toml"),
     },
+    Scenario { name: "non-lisp", file: "lab/non-lisp.toml", text: include_str!("../../../../lab/non-lisp.toml") },
+    Scenario { name: "mtu", file: "lab/mtu.toml", text: include_str!("../../../../lab/mtu.toml") },
+    Scenario { name: "failover", file: "lab/failover.toml", text: include_str!("../../../../lab/failover.toml") },
 ];
 
 /// How long a daemon may take to open its API socket.
@@ -357,6 +361,27 @@ impl<'t> Lab<'t> {
                     eprintln!("ping {from} -> {address} ...");
                     StepResult::Ping(traffic::ping(&self.ns(from), from, *address, *count)?)
                 }
+                Step::Outage(o) => {
+                    eprintln!(
+                        "{} down for {} s, up for {} s, {} stream(s) ...",
+                        o.dev,
+                        o.down_secs,
+                        o.up_secs,
+                        o.streams.len()
+                    );
+                    StepResult::Outage(outage::run(o, &*self, &self.dir.path, i)?)
+                }
+                Step::Stop { node } => {
+                    eprintln!("stopping loci on {node} ...");
+                    if let Some(k) = self.daemons.iter().position(|d| &d.0 == node) {
+                        self.daemons.remove(k).1.stop();
+                    }
+                    StepResult::Stop { node: node.clone() }
+                }
+                Step::Mtu { from, address, size, count } => {
+                    eprintln!("{size}-byte pings {from} -> {address}, with and without DF ...");
+                    StepResult::Mtu(traffic::mtu(&self.ns(from), from, *address, *size, *count)?)
+                }
                 Step::Tcp { from, to, address, secs } => {
                     eprintln!("TCP {from} -> {to} ({address}) for {secs} s ...");
                     let (fns, tns) = (self.ns(from), self.ns(to));
@@ -463,6 +488,33 @@ impl<'t> Lab<'t> {
     }
 }
 
+impl outage::Env for Lab<'_> {
+    fn ns(&self, node: &str) -> String {
+        Lab::ns(self, node)
+    }
+
+    /// Down or up; up also puts back the node's routes through the device, which the kernel
+    /// removed with it.
+    fn set_link(&self, node: &str, dev: &str, up: bool) -> Result<()> {
+        let ns = self.netns(node);
+        ns.ip(&["link", "set", dev, if up { "up" } else { "down" }])?;
+        if up {
+            let n = self.topo.nodes.iter().find(|n| n.name == node).expect("validated");
+            for r in &n.routes {
+                let mut args = vec!["route", "replace"];
+                args.extend(r.iter().map(String::as_str));
+                // Routes through other devices are still there; replace leaves them as they are.
+                let _ = ns.ip(&args);
+            }
+        }
+        Ok(())
+    }
+
+    fn rlocs(&self, node: &str) -> Result<Value> {
+        self.show(node, ShowWhat::Rlocs)
+    }
+}
+
 fn delta<K: Clone>(before: &[(K, u64)], after: &[(K, u64)]) -> Vec<(K, u64)> {
     before.iter().zip(after).map(|((k, b), (_, a))| (k.clone(), a.saturating_sub(*b))).collect()
 }
@@ -487,6 +539,9 @@ enum StepResult {
     Flows(FlowsResult),
     Detected(moves::Detected),
     Move(moves::MoveResult),
+    Mtu(traffic::Mtu),
+    Outage(outage::OutageResult),
+    Stop { node: String },
 }
 
 #[derive(Serialize)]
@@ -551,6 +606,23 @@ impl Report {
                 StepResult::Ping(p) => format!(
                     "ping         {} -> {}: first reply after {:.0} ms ({} lost while both sides resolved); then {}/{} answered ({:.0} % loss), rtt min/avg/max {:.3}/{:.3}/{:.3} ms\n",
                     p.from, p.address, p.first_reply_ms, p.lost_resolving, p.received, p.sent, p.loss_pct, p.rtt_min_ms, p.rtt_avg_ms, p.rtt_max_ms
+                ),
+                StepResult::Outage(o) => {
+                    let mut s = format!("outage       {} of {} down {} s, then up {} s:\n", o.dev, o.node, o.down_secs, o.up_secs);
+                    for st in &o.streams {
+                        let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0} ms"));
+                        s += &format!(
+                            "             {} -> {} (ITR {}, locator {}): failover gap {}, locator up again after {}, longest gap after {:.0} ms; {}/{} answered\n",
+                            st.from, st.address, st.itr, st.locator, ms(st.failover_ms), ms(st.back_ms), st.back_gap_ms, st.received, st.sent
+                        );
+                    }
+                    s
+                }
+                StepResult::Stop { node } => format!("stop         loci on {node}\n"),
+                StepResult::Mtu(m) => format!(
+                    "mtu          {} -> {}, {} bytes: DF set {}/{} answered, {} too-big (mtu {}), {} silent; DF clear {}/{} answered\n",
+                    m.from, m.address, m.size, m.df.received, m.df.sent, m.df.too_big,
+                    m.df.mtu.map_or("-".into(), |v| v.to_string()), m.df.silent, m.fragmentable.received, m.fragmentable.sent
                 ),
                 StepResult::Tcp(t) => format!(
                     "tcp          {} -> {} ({}): {:.2} Gbit/s over {} s ({:.1} MB, {} retransmits)\n",

@@ -119,6 +119,20 @@ pub enum Step {
     /// Host mobility: move a host between site bridges during a UDP stream and a TCP
     /// connection from a remote client (see [`super::moves`]).
     Move(Move),
+    /// Pings of `size` bytes (the whole IP packet) from `from` to `address`, `count` with DF
+    /// set and `count` that may be fragmented: each of the former must get a reply or an ICMP
+    /// too-big (RFC 9300 §7), never silence.
+    /// Ping streams while a device is down and after it returns (see [`super::outage`]).
+    Outage(super::outage::Outage),
+    /// Stops the daemon of `node` (a Map-Resolver that fails, say).
+    Stop { node: String },
+    Mtu {
+        from: String,
+        address: IpAddr,
+        size: u32,
+        #[serde(default = "default_ping_count")]
+        count: u32,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -420,6 +434,37 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                 known(&format!("{at}.ping.from"), from)?;
                 if *count == 0 || *count > 100 {
                     return Err(err(&format!("{at}.ping.count"), format!("{count}: 1-100")));
+                }
+            }
+            Step::Outage(o) => {
+                let at = format!("{at}.outage");
+                known(&format!("{at}.node"), &o.node)?;
+                let end = links.iter().flat_map(|l| &l.ends).any(|e| e.node == o.node && e.dev == o.dev);
+                if !end {
+                    return Err(err(&format!("{at}.dev"), format!("{} has no link device {:?}", o.node, o.dev)));
+                }
+                if o.down_secs == 0 || o.down_secs > 30 || o.up_secs == 0 || o.up_secs > 30 {
+                    return Err(err(&format!("{at}.down-secs"), "down-secs and up-secs: 1-30".into()));
+                }
+                if o.streams.is_empty() {
+                    return Err(err(&format!("{at}.streams"), "no stream to measure".into()));
+                }
+                for (j, s) in o.streams.iter().enumerate() {
+                    known(&format!("{at}.streams[{j}].from"), &s.from)?;
+                    daemon_node(&format!("{at}.streams[{j}].itr"), &s.itr)?;
+                }
+            }
+            Step::Stop { node } => {
+                daemon_node(&format!("{at}.stop.node"), node)?;
+            }
+            Step::Mtu { from, address, size, count } => {
+                known(&format!("{at}.mtu.from"), from)?;
+                if *count == 0 || *count > 100 {
+                    return Err(err(&format!("{at}.mtu.count"), format!("{count}: 1-100")));
+                }
+                let least = if address.is_ipv6() { 48 } else { 28 };
+                if *size < least || *size > 65000 {
+                    return Err(err(&format!("{at}.mtu.size"), format!("{size}: {least}-65000")));
                 }
             }
             Step::Tcp { from, to, secs, .. } => {

@@ -67,8 +67,59 @@ pub fn ping(ns: &str, from: &str, address: IpAddr, count: u32) -> Result<Ping> {
     })
 }
 
+#[derive(Debug, Serialize)]
+pub struct Mtu {
+    pub from: String,
+    pub address: IpAddr,
+    pub size: u32,
+    /// The pings with DF set (always for IPv6).
+    pub df: MtuPings,
+    /// The pings that may be fragmented (IPv6: by the host, to the path MTU it learnt).
+    pub fragmentable: MtuPings,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct MtuPings {
+    pub sent: u32,
+    pub received: u32,
+    /// Echo requests answered with an ICMP too-big (or refused by the host, which had learned
+    /// the path MTU from one).
+    pub too_big: u32,
+    /// The MTU the last too-big named.
+    pub mtu: Option<u32>,
+    /// Neither answered nor refused.
+    pub silent: u32,
+}
+
+/// `count` pings of `size` bytes with DF set, then `count` that may be fragmented.
+pub fn mtu(ns: &str, from: &str, address: IpAddr, size: u32, count: u32) -> Result<Mtu> {
+    let payload = size - if address.is_ipv6() { 48 } else { 28 };
+    let run = |df: &str| -> Result<MtuPings> {
+        let (c, p, dst) = (count.to_string(), payload.to_string(), address.to_string());
+        let out =
+            sys::output(&mut in_ns(ns, &["ping", "-n", "-c", &c, "-i", "0.2", "-W", "1", "-M", df, "-s", &p, &dst]))?;
+        sys::check_interrupt()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let (sent, received) = ping_counts(&text).with_context(|| format!("unexpected ping output: {text}"))?;
+        let signals: Vec<&str> = text
+            .lines()
+            .filter(|l| ["Frag needed", "Packet too big", "message too long"].iter().any(|s| l.contains(s)))
+            .collect();
+        let mtu = signals.last().and_then(|l| {
+            let tail = &l[l.rfind("mtu")? + 3..];
+            tail.trim_start_matches([' ', '=', ':']).split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+        });
+        // ping counts sends the host refused (it had learned the path MTU) as transmitted.
+        let too_big = signals.len() as u32;
+        Ok(MtuPings { sent, received, too_big, mtu, silent: sent.saturating_sub(received + too_big) })
+    };
+    let df = run("do")?;
+    let fragmentable = run("dont")?;
+    Ok(Mtu { from: from.into(), address, size, df, fragmentable })
+}
+
 /// "5 packets transmitted, 5 received, ..."
-fn ping_counts(text: &str) -> Option<(u32, u32)> {
+pub fn ping_counts(text: &str) -> Option<(u32, u32)> {
     let line = text.lines().find(|l| l.contains("packets transmitted"))?;
     let mut nums = line.split(',').map(|p| p.split_whitespace().next().and_then(|n| n.parse().ok()));
     Some((nums.next()??, nums.next()??))
