@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,7 +23,11 @@ fn in_ci() -> bool {
 }
 
 /// Whether the scenario can run here; prints why not and passes unless in CI.
-fn runnable() -> bool {
+///
+/// Labs run one at a time (the guard): their timing figures (failover gaps, convergence) mean
+/// something only when a run has the machine's cores to itself.
+fn runnable() -> Option<MutexGuard<'static, ()>> {
+    static ONE_LAB: Mutex<()> = Mutex::new(());
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
     let missing: Vec<&str> = ["ip", "ping", "iperf3"]
         .into_iter()
@@ -31,13 +36,13 @@ fn runnable() -> bool {
         })
         .collect();
     let why = match (root, missing.is_empty()) {
-        (true, true) => return true,
+        (true, true) => return Some(ONE_LAB.lock().unwrap_or_else(|e| e.into_inner())),
         (false, _) => "skipped: needs root".to_string(),
         (true, false) => format!("skipped: needs {}", missing.join(", ")),
     };
     assert!(!in_ci(), "{why} (CI=true: this test must run)");
     println!("{why}");
-    false
+    None
 }
 
 /// Runs `cmd`, killing it after `limit`.
@@ -104,9 +109,7 @@ fn step<'a>(report: &'a Value, kind: &str) -> &'a Value {
 
 #[test]
 fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let (r, run) = lab_json("resolve");
 
@@ -159,9 +162,7 @@ fn resolve_delivers_traffic_spreads_flows_by_weight_and_leaves_nothing() {
 
 #[test]
 fn interrupted_run_removes_everything() {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let mut child = Command::new(LOCI)
         .args(["lab", "resolve"])
@@ -219,9 +220,7 @@ fn bad_scenario_file_is_refused_with_file_line_and_field() {
 /// Runs move scenario `name` and checks the host ended up served at the new site, the client's
 /// xTR followed it, the stream and the TCP connection came through, and nothing is left.
 fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let out = run_for(Command::new(LOCI).args(["lab", name, "--json"]), LAB_LIMIT);
     assert!(out.status.success(), "loci lab {name} failed: {}", text(&out.stderr));
@@ -284,9 +283,7 @@ fn lab_json(scenario: &str) -> (Value, String) {
 
 #[test]
 fn non_lisp_host_and_lisp_site_reach_each_other_through_pitr_and_petr() {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let (r, run) = lab_json("non-lisp");
     let steps = r["steps"].as_array().expect("steps");
@@ -317,9 +314,7 @@ fn non_lisp_host_and_lisp_site_reach_each_other_through_pitr_and_petr() {
 
 #[test]
 fn big_pings_over_a_narrower_underlay_get_an_answer_or_a_correct_too_big() {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let (r, run) = lab_json("mtu");
     let steps: Vec<&Value> = r["steps"].as_array().expect("steps").iter().filter_map(|s| s.get("mtu")).collect();
@@ -345,9 +340,7 @@ fn big_pings_over_a_narrower_underlay_get_an_answer_or_a_correct_too_big() {
 
 #[test]
 fn locator_and_map_resolver_failover_within_targets() {
-    if !runnable() {
-        return;
-    }
+    let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let (r, run) = lab_json("failover");
     let steps = r["steps"].as_array().expect("steps");
