@@ -354,14 +354,10 @@ impl Etr {
             return;
         };
         let nonce = self.next_nonce();
+        let records = vec![record(&prefix, self.config.record_ttl, Action::NO_ACTION, true, locators.to_vec())];
         let mut notify = MapNotify {
-            ack: false,
-            nonce,
-            key_id: 0,
-            algorithm_id: 0,
-            auth_data: Vec::new(),
-            records: vec![record(&prefix, self.config.record_ttl, Action::NO_ACTION, true, locators.to_vec())],
             xtr_id: Some(XtrId { xtr_id: self.config.xtr_id, site_id: self.config.site_id }),
+            ..MapNotify::new(nonce, records)
         };
         let Ok(bytes) = notify.to_signed_bytes(peer.key_id, &peer.key, &peer.policy) else { return };
         for &dst in group {
@@ -685,16 +681,7 @@ mod tests {
     use rand::SeedableRng;
 
     fn locator() -> Locator {
-        Locator {
-            priority: 1,
-            weight: 100,
-            m_priority: 255,
-            m_weight: 0,
-            local: true,
-            probed: false,
-            reachable: true,
-            address: Address::from("203.0.113.1".parse::<IpAddr>().unwrap()),
-        }
+        Locator::new("203.0.113.1".parse::<IpAddr>().unwrap())
     }
 
     /// An ETR with no static database and the dynamic range 10.1.9.0/24 on `site0`.

@@ -454,15 +454,7 @@ impl MapServer {
         if reg.want_map_notify {
             let cfg = &self.sites[site].config;
             let Some(key) = cfg.keys.get(verified.key_id) else { return };
-            let mut notify = MapNotify {
-                ack: false,
-                nonce: reg.nonce,
-                key_id: 0,
-                algorithm_id: 0,
-                auth_data: Vec::new(),
-                records: reg.records,
-                xtr_id: reg.xtr_id,
-            };
+            let mut notify = MapNotify { xtr_id: reg.xtr_id, ..MapNotify::new(reg.nonce, reg.records) };
             // Mirror the registrant's algorithm and MAC shape: that is what it can verify.
             let policy =
                 SendPolicy { algorithm: verified.algorithm, coverage: verified.coverage, length: verified.length };
@@ -585,15 +577,7 @@ impl MapServer {
         }
         d.push((old.registrant, nonce));
         let Some(key) = self.sites[site].config.keys.get(old.key_id) else { return };
-        let mut notify = MapNotify {
-            ack: false,
-            nonce,
-            key_id: 0,
-            algorithm_id: 0,
-            auth_data: Vec::new(),
-            records: vec![record],
-            xtr_id: None,
-        };
+        let mut notify = MapNotify::new(nonce, vec![record]);
         let Ok(bytes) = notify.to_signed_bytes(old.key_id, key, &old.auth) else { return };
         let dst = SocketAddr::new(old.source, CONTROL_PORT);
         io.send("Map-Notify", None, dst, bytes.clone());

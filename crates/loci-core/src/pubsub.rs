@@ -264,15 +264,7 @@ impl Subscriptions {
 /// A Map-Notify carrying `record`, signed with the pub/sub key.
 pub fn signed_notify(nonce: u64, record: MapRecord, key: &PubSubPolicy) -> Option<Vec<u8>> {
     let policy = SendPolicy { algorithm: key.algorithm, length: MacLength::Full, ..SendPolicy::default() };
-    let mut n = MapNotify {
-        ack: false,
-        nonce,
-        key_id: 0,
-        algorithm_id: 0,
-        auth_data: Vec::new(),
-        records: vec![record],
-        xtr_id: None,
-    };
+    let mut n = MapNotify::new(nonce, vec![record]);
     n.prepare_auth(key.key_id, &policy);
     let mut bytes = n.to_bytes();
     auth::sign(&mut bytes, key.key_id, &key.key, &policy).ok()?;

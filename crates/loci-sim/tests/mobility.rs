@@ -392,15 +392,7 @@ fn notify(nonce: u64, host: &str, to: &str, key: &[u8]) -> Vec<u8> {
         true,
         vec![rloc(to, 1, 100)],
     );
-    let mut n = loci_wire::map_notify::MapNotify {
-        ack: false,
-        nonce,
-        key_id: 0,
-        algorithm_id: 0,
-        auth_data: Vec::new(),
-        records: vec![rec],
-        xtr_id: None,
-    };
+    let mut n = loci_wire::map_notify::MapNotify::new(nonce, vec![rec]);
     n.to_signed_bytes(1, key, &loci_wire::auth::SendPolicy::default()).unwrap()
 }
 

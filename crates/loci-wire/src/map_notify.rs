@@ -70,6 +70,11 @@ impl MapNotify {
     pub const TYPE: u8 = 4;
     pub const TYPE_ACK: u8 = 5;
 
+    /// A Map-Notify (not an Ack) carrying `records`, unsigned and without an xTR-ID.
+    pub fn new(nonce: u64, records: Vec<MapRecord>) -> Self {
+        MapNotify { ack: false, nonce, key_id: 0, algorithm_id: 0, auth_data: Vec::new(), records, xtr_id: None }
+    }
+
     /// The Map-Notify acknowledging `reg` (sent when its M bit is set): its nonce, records and
     /// Key ID/Algorithm ID, with zeroed Authentication Data of the same length to [`auth::sign`]
     /// (or use [`MapNotify::to_signed_bytes`]). The xTR-ID is not echoed, as RFC 9301 defines no

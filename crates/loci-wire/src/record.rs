@@ -83,6 +83,21 @@ pub struct Locator {
 }
 
 impl Locator {
+    /// A local, reachable unicast locator with the usual defaults: priority 1, weight 100, no
+    /// multicast (priority 255).
+    pub fn new(address: impl Into<Address>) -> Self {
+        Locator {
+            priority: 1,
+            weight: 100,
+            m_priority: 255,
+            m_weight: 0,
+            local: true,
+            probed: false,
+            reachable: true,
+            address: address.into(),
+        }
+    }
+
     /// The smallest possible encoding: 6 fixed bytes and an AFI-0 address.
     pub(crate) const MIN_LEN: usize = 8;
 

@@ -552,16 +552,7 @@ impl Workload for Register {
                     authoritative: true,
                     map_version: 0,
                     eid,
-                    locators: vec![Locator {
-                        priority: 1,
-                        weight: 100,
-                        m_priority: 255,
-                        m_weight: 0,
-                        local: true,
-                        probed: false,
-                        reachable: true,
-                        address: Address::Ipv4(BENCH_RLOC),
-                    }],
+                    locators: vec![Locator::new(Address::Ipv4(BENCH_RLOC))],
                 }
             })
             .collect();

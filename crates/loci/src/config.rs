@@ -1741,16 +1741,7 @@ impl<'a> Ctx<'a> {
 
 /// A locator with the defaults of a `rlocs` entry that gives only the address.
 fn default_locator(address: IpAddr) -> Locator {
-    Locator {
-        priority: 1,
-        weight: 100,
-        m_priority: 255,
-        m_weight: 0,
-        local: true,
-        probed: false,
-        reachable: true,
-        address: Address::from(address),
-    }
+    Locator::new(address)
 }
 
 /// Linux interface names: 1-15 bytes, no '/', whitespace or NUL.

@@ -272,16 +272,7 @@ pub fn signed_register(prefix: ipnet::IpNet, rloc: IpAddr, key: &str, nonce: u64
             authoritative: true,
             map_version: 0,
             eid: Address::from(prefix.network()),
-            locators: vec![Locator {
-                priority: 1,
-                weight: 100,
-                m_priority: 255,
-                m_weight: 0,
-                local: true,
-                probed: false,
-                reachable: true,
-                address: Address::from(rloc),
-            }],
+            locators: vec![Locator::new(rloc)],
         }],
         xtr_id: Some(XtrId { xtr_id, site_id: 0 }),
     };
