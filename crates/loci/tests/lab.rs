@@ -1,7 +1,7 @@
 //! `loci lab`: the `resolve` scenario end to end (namespaces, real daemons, real traffic), its
 //! cleanup after a normal and an interrupted run, and the refusal of a bad scenario file.
 //!
-//! The scenario runs need root, iproute2, ping and iperf3. Without root they print "skipped:
+//! The scenario runs need root, iproute2, ping, iperf3 and arping. Without root they print "skipped:
 //! needs root" and pass, except under CI=true, where they must run.
 
 use std::io::{BufRead, BufReader};
@@ -29,7 +29,7 @@ fn in_ci() -> bool {
 fn runnable() -> Option<MutexGuard<'static, ()>> {
     static ONE_LAB: Mutex<()> = Mutex::new(());
     let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
-    let missing: Vec<&str> = ["ip", "ping", "iperf3"]
+    let missing: Vec<&str> = ["ip", "ping", "iperf3", "arping"]
         .into_iter()
         .filter(|t| {
             !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
@@ -217,9 +217,22 @@ fn bad_scenario_file_is_refused_with_file_line_and_field() {
     assert!(text(&out.stderr).contains("not a run ID"), "{}", text(&out.stderr));
 }
 
+/// How the client's xTR follows a moved host, and issue 7's convergence target for that path.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// The Map-Server pushes the new mapping (RFC 9437): 10 ms.
+    PubSub,
+    /// The old xTR's SMR, then an SMR-invoked Map-Request: 50 ms.
+    Smr,
+}
+
+/// Slack on issue 7's timing targets for a loaded CI machine (the polling adds about 1 ms).
+const TIMING_SLACK: f64 = 2.0;
+
 /// Runs move scenario `name` and checks the host ended up served at the new site, the client's
-/// xTR followed it, the stream and the TCP connection came through, and nothing is left.
-fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
+/// xTR followed it by `path` within the target, the stream lost no more than the packets sent
+/// while the host was detached plus 20 ms, the TCP connection came through, and nothing is left.
+fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64, path: Path) {
     let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
     let out = run_for(Command::new(LOCI).args(["lab", name, "--json"]), LAB_LIMIT);
@@ -233,16 +246,36 @@ fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
     assert_eq!(m["old_serves"], false, "the old xTR let it go: {m:#}");
     assert_eq!(m["itr_locators"], serde_json::json!([new_rloc]), "the client's xTR follows: {m:#}");
     assert_eq!(m["away_to"], serde_json::json!([new_rloc]), "the old xTR's away entry: {m:#}");
-    let converged = m["converged_ms"].as_f64().unwrap_or_else(|| panic!("never converged: {m:#}"));
-    assert!(converged < 1000.0, "{m:#}");
+    let convergence = m["convergence_ms"].as_f64().unwrap_or_else(|| panic!("never converged: {m:#}"));
+    let (want, target_ms) = match path {
+        Path::PubSub => ("pub/sub", 10.0),
+        Path::Smr => ("SMR", 50.0),
+    };
+    println!(
+        "{name}: convergence {convergence:.1} ms by {}, {} of {} lost",
+        m["path"].as_str().unwrap_or("?"),
+        m["lost"],
+        m["sent"]
+    );
+    assert_eq!(m["path"], want, "what updated the client's xTR: {m:#}");
+    assert!(convergence <= target_ms * TIMING_SLACK, "convergence {convergence:.1} ms (target {target_ms} ms): {m:#}");
+    match path {
+        Path::PubSub => assert!(m["publications_applied"].as_u64() >= Some(1), "{m:#}"),
+        Path::Smr => {
+            assert_eq!(m["publications_applied"], 0, "no subscription on the SMR path: {m:#}");
+            assert!(m["smrs_sent"].as_u64() >= Some(1), "the old xTR solicited the client's xTR: {m:#}");
+            assert!(m["smrs_accepted"].as_u64() >= Some(1), "{m:#}");
+            // The stream kept reaching the old xTR until the SMR took effect.
+            assert!(m["reencapsulated"].as_u64() >= Some(1), "the old xTR re-encapsulated what still came: {m:#}");
+        }
+    }
     assert_eq!(m["tcp_ok"], true, "the TCP connection survives: {m:#}");
-    assert!(m["reencapsulated"].as_u64() >= Some(1), "the old xTR re-encapsulated what still came: {m:#}");
-    assert!(m["smrs_sent"].as_u64() >= Some(1), "the old xTR solicited the client's xTR: {m:#}");
     assert_eq!(m["group_notifies"].as_u64(), Some(group_notifies), "map-notify-group: {m:#}");
     let (sent, lost) = (m["sent"].as_u64().expect("sent"), m["lost"].as_u64().expect("lost"));
     assert!(sent >= 5000, "{m:#}");
-    // A generous bound for a loaded CI machine; a run here loses 30-50 (see the report).
-    assert!(lost < 500, "{lost} of {sent} lost: {m:#}");
+    // Issue 7: no more than the packets sent while detached plus 20 ms; the slack again.
+    let budget = m["loss_budget"].as_u64().expect("budget") as f64;
+    assert!(lost as f64 <= budget * TIMING_SLACK, "{lost} of {sent} lost (budget {budget}): {m:#}");
     // Every ping step came through (across subnet: the moved host and its home neighbour).
     for s in r["steps"].as_array().expect("steps").iter().filter_map(|s| s.get("ping")) {
         assert_eq!(s["received"], s["sent"], "{s:#}");
@@ -252,14 +285,16 @@ fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64) {
 
 #[test]
 fn move_extended_follows_the_host_and_leaves_nothing() {
-    // The new xTR's announcement on the map-notify-group (multicast over the extension).
-    move_scenario("move-extended", "203.0.113.5", 1);
+    // The new xTR's announcement on the map-notify-group (multicast over the extension); the
+    // client's xTR subscribed, and the Map-Server's publication moves it.
+    move_scenario("move-extended", "203.0.113.5", 1, Path::PubSub);
 }
 
 #[test]
 fn move_across_follows_the_host_and_leaves_nothing() {
     // Its last step: the moved host pings its home-subnet neighbour (proxy ARP at both sites).
-    move_scenario("move-across", "203.0.113.5", 0);
+    // No pub/sub: the client's xTR follows the old xTR's SMR.
+    move_scenario("move-across", "203.0.113.5", 0, Path::Smr);
 }
 
 /// The `shows` table `what` of `node` in a lab report.

@@ -76,7 +76,7 @@ pub fn main(o: Options) -> Result<()> {
         return down(run);
     }
     let topo = load(&o.scenario)?;
-    needs()?;
+    needs(&topo)?;
     sys::catch_signals()?;
     let mut lab = Lab::create(&topo)?;
     eprintln!(
@@ -132,14 +132,20 @@ fn load(scenario: &str) -> Result<Topology> {
     bail!("no scenario {scenario:?}; scenarios: {} (or give a scenario file)", names.join(", "))
 }
 
-/// Root and the tools the lab drives.
-fn needs() -> Result<()> {
+/// Root and the tools the lab drives (a moved host announces itself with arping).
+fn needs(topo: &Topology) -> Result<()> {
     if !sys::sh(&["id", "-u"]).is_ok_and(|u| u.trim() == "0") {
         bail!("loci lab needs root (network namespaces, TUN devices)");
     }
-    let missing: Vec<&str> = ["ip", "ping", "iperf3", "timeout"].into_iter().filter(|t| sys::tool_missing(t)).collect();
+    let moves = topo.steps.iter().any(|s| matches!(s, Step::Move(_)));
+    let tools = ["ip", "ping", "iperf3", "timeout"].into_iter().chain(moves.then_some("arping"));
+    let missing: Vec<&str> = tools.filter(|t| sys::tool_missing(t)).collect();
     if !missing.is_empty() {
-        bail!("loci lab needs {} (apt-get install iproute2 iputils-ping iperf3)", missing.join(", "));
+        bail!(
+            "loci lab {} needs {} (apt-get install iproute2 iputils-ping iperf3 iputils-arping)",
+            topo.name,
+            missing.join(", ")
+        );
     }
     Ok(())
 }

@@ -141,11 +141,9 @@ pub struct Move {
     /// The host's node and EID.
     pub host: String,
     pub address: IpAddr,
-    /// The host pings its gateway once re-attached, as a hypervisor makes a moved guest
-    /// announce itself (its first packet at the new site).
-    pub gateway: IpAddr,
     /// The switch-side end of the host's link: device `port` on node `from`, moved into bridge
-    /// `bridge` of node `to`.
+    /// `bridge` of node `to`. Once re-attached, the host sends a gratuitous ARP from the other
+    /// end, as a hypervisor makes a moved guest announce itself (its first packet there).
     pub port: String,
     pub from: String,
     pub to: String,
@@ -520,6 +518,24 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
                 if !on_bridge {
                     return Err(err(&format!("{at}.port"), format!("{from} has no bridged link end {:?}", m.port)));
                 }
+                // The host announces itself from the other end (gratuitous ARP: IPv4).
+                let to_host = links.iter().any(|l| {
+                    let [a, b] = &l.ends;
+                    (b.node == from && b.dev == m.port && a.node == m.host)
+                        || (a.node == from && a.dev == m.port && b.node == m.host)
+                });
+                if !to_host {
+                    return Err(err(
+                        &format!("{at}.port"),
+                        format!("{from}'s {:?} is not linked to {}", m.port, m.host),
+                    ));
+                }
+                if !m.address.is_ipv4() {
+                    return Err(err(
+                        &format!("{at}.address"),
+                        "the moved host announces itself by gratuitous ARP: IPv4".into(),
+                    ));
+                }
                 let to = known(&format!("{at}.to"), &m.to)?;
                 if !nodes.iter().any(|n| n.name == to && n.bridges.contains(&m.bridge)) {
                     return Err(err(&format!("{at}.bridge"), format!("node {to} has no bridge {:?}", m.bridge)));
@@ -611,5 +627,17 @@ mod tests {
             "daemon.a.node.api-socket: the lab sets this",
         );
         fails(&format!("{BASE}[daemon.zz.node]\nname = \"x\"\n"), "daemon.zz: no node \"zz\"");
+    }
+
+    #[test]
+    fn a_moved_host_must_own_the_port_and_announce_itself_by_arp() {
+        let text = include_str!("../../../../lab/move-extended.toml");
+        let step = "move = { host = \"h1\", address = \"10.1.9.10\"";
+        assert!(text.contains(step));
+        fails(
+            &text.replace(step, "move = { host = \"c1\", address = \"10.1.9.10\""),
+            "swa's \"h1\" is not linked to c1",
+        );
+        fails(&text.replace(step, "move = { host = \"h1\", address = \"2001:db8::10\""), "gratuitous ARP: IPv4");
     }
 }
