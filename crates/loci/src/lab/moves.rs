@@ -3,8 +3,8 @@
 //! numbers its datagrams and counts the lost ones) and keeps a TCP connection to it open.
 //!
 //! The move re-attaches the switch-side end of the host's veth to the other site's bridge, as
-//! a hypervisor moves a guest's port, and the host then sends a gratuitous ARP (`arping -U`) as
-//! a hypervisor makes a moved guest do: across subnets that is its first packet at the new site;
+//! a hypervisor moves a guest's port, and the host then sends a gratuitous ARP (`arping -U`,
+//! started ahead and released at once) as a hypervisor makes a moved guest do: across subnets that is its first packet at the new site;
 //! over a LAN extension (extended subnet) it floods to both sites and counts at neither, and the
 //! host's next frame to the gateway MAC (a TCP ACK of the connection held open) is.
 //!
@@ -16,6 +16,7 @@
 //! SMR-invoked Map-Request. Loss is what iperf3 counted, against a budget of the packets sent
 //! while the port was detached plus 20 ms (issue 7's target).
 
+use std::io::Write;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -280,18 +281,23 @@ pub fn run(lab: &Lab, m: &Move, port: u16, dir: &Path) -> Result<MoveResult> {
         Proc::spawn("iperf3 UDP stream", in_ns(&cns, &udp_args), Some(&udp_log))?,
         Proc::spawn("iperf3 TCP connection", in_ns(&cns, &tcp_args), Some(&tcp_log))?,
     ];
+    // The host announces itself as soon as it is re-attached: arping starts ahead in its
+    // namespace and waits for a line (entering a namespace and starting a program takes
+    // milliseconds on a busy machine, which the loss budget would count).
+    let announce = "read _ && exec arping -U -c 1 -I \"$0\" \"$1\"";
+    let garp_log = dir.join("arping.log");
+    let (mut garp, mut go) =
+        Proc::spawn_waiting("arping", in_ns(&hns, &["sh", "-c", announce, &host_dev, &addr]), Some(&garp_log))?;
     sys::sleep(Duration::from_millis(m.at_ms))?;
-
     let detach = Instant::now();
     lab.netns(&m.from).ip(&["link", "set", &m.port, "netns", &lab.ns(&m.to)])?;
     let to = lab.netns(&m.to);
     to.ip(&["link", "set", &m.port, "master", &m.bridge])?;
     to.ip(&["link", "set", &m.port, "up"])?;
     let t0 = Instant::now();
+    go.write_all(b"\n").context("cannot start arping")?;
+    drop(go);
     let detached_ms = (t0 - detach).as_secs_f64() * 1000.0;
-    let garp_log = dir.join("arping.log");
-    let mut garp =
-        Proc::spawn("arping", in_ns(&hns, &["arping", "-U", "-c", "1", "-I", &host_dev, &addr]), Some(&garp_log))?;
 
     let mut r = MoveResult {
         host: m.host.clone(),

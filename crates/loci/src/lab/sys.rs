@@ -189,7 +189,19 @@ pub struct Proc {
 impl Proc {
     /// Starts `cmd` in its own process group, so that Ctrl-C in the terminal reaches the lab
     /// alone and the lab stops its processes in order.
-    pub fn spawn(name: &str, mut cmd: Command, log: Option<&Path>) -> Result<Proc> {
+    pub fn spawn(name: &str, cmd: Command, log: Option<&Path>) -> Result<Proc> {
+        Proc::start(name, cmd, log, Stdio::null())
+    }
+
+    /// Like [`Proc::spawn`], with its standard input a pipe: a process started ahead that waits
+    /// for a line there acts the moment it is written, without the cost of starting it then.
+    pub fn spawn_waiting(name: &str, cmd: Command, log: Option<&Path>) -> Result<(Proc, std::process::ChildStdin)> {
+        let mut p = Proc::start(name, cmd, log, Stdio::piped())?;
+        let stdin = p.child.stdin.take().context("no standard input pipe")?;
+        Ok((p, stdin))
+    }
+
+    fn start(name: &str, mut cmd: Command, log: Option<&Path>, stdin: Stdio) -> Result<Proc> {
         use std::os::unix::process::CommandExt;
         match log {
             Some(p) => {
@@ -200,7 +212,7 @@ impl Proc {
                 cmd.stdout(Stdio::null()).stderr(Stdio::null());
             }
         }
-        cmd.stdin(Stdio::null()).process_group(0);
+        cmd.stdin(stdin).process_group(0);
         let child = cmd.spawn().with_context(|| format!("cannot start {name}"))?;
         Ok(Proc { name: name.into(), child, log: log.map(Path::to_owned), keep: false })
     }
