@@ -11,6 +11,7 @@ mod move_across;
 mod move_extended;
 mod moving;
 mod negative;
+mod non_lisp;
 mod resolve;
 mod svg;
 mod vpn;
@@ -38,6 +39,7 @@ pub const SCENARIOS: &[Scenario] = &[
     move_extended::SCENARIO,
     move_across::SCENARIO,
     failover::SCENARIO,
+    non_lisp::SCENARIO,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
