@@ -3,17 +3,18 @@
 //! (native-forward); xTR-B has a PETR configured, so it encapsulates to the PETR instead of
 //! forwarding natively; the PETR checks that the inner source is an EID of a site it serves and
 //! forwards the packet natively to N1. A stranger's packet encapsulated to the PETR is refused
-//! (never an open relay, RFC 6832 §6.1).
-//!
-//! Only the PETR half: the simulator routes the underlay by address, not by prefix, so a PITR
-//! announcing 10.1.0.0/16 (N1's replies back into the site) is not modelled; `loci lab
-//! non-lisp` runs both directions on real namespaces.
+//! (never an open relay, RFC 6832 §6.1). N1 answers: its reply is routed in the underlay to
+//! the PITR, which announces 10.1.0.0/16; the PITR resolves C1's EID (a Map-Request with the P
+//! bit) and encapsulates the reply to xTR-B, which delivers it to C1.
 
 use std::time::Duration;
+
+use std::net::SocketAddr;
 
 use loci_core::config::NodeConfig;
 use loci_core::eid::EidPrefix;
 use loci_core::encap::{encapsulate, EncapParams, ENCAP_OVERHEAD_V4};
+use loci_core::itr::ItrConfig;
 use loci_core::petr::{Petrs, Proxy, RelayPolicy};
 use loci_sim::packet::udp;
 use loci_sim::scenario::{ip, map_server, rloc, site, xtr};
@@ -23,7 +24,7 @@ use super::{data_plane, map_cache, registrations, Outcome, Scenario};
 
 pub const SCENARIO: Scenario = Scenario {
     name: "non-lisp",
-    about: "a LISP site reaches a non-LISP host through a Proxy-ETR, which refuses a stranger's packet",
+    about: "a LISP site and a non-LISP host talk through a PETR and a PITR; the PETR refuses a stranger",
     run,
 };
 
@@ -31,6 +32,7 @@ const KEY: &[u8] = b"demo-secret";
 const MS: &str = "192.0.2.10";
 const ITR: &str = "198.51.100.1";
 const PETR: &str = "203.0.113.20";
+const PITR: &str = "203.0.113.30";
 const STRANGER: &str = "192.0.2.66";
 const C1: &str = "10.1.1.10";
 const N1: &str = "100.64.0.10";
@@ -46,20 +48,28 @@ fn run(seed: u64) -> Outcome {
     let stranger = sim.add_endpoint("stranger", &[ip(STRANGER)]);
     let petrs = Proxy { petrs: Petrs::new(vec![ip(PETR)]), ..Default::default() };
     assert!(sim.set_proxy(b, petrs), "xtr-b is a node");
-    let relay = RelayPolicy {
-        enabled: true,
-        local: Vec::new(),
-        sources: vec![EidPrefix::new(0, "10.1.0.0/16".parse().expect("a prefix"))],
-    };
+    let relay = RelayPolicy { enabled: true, local: Vec::new(), sources: vec![site_prefix()] };
     assert!(sim.set_proxy(petr, Proxy { relay, ..Default::default() }), "the PETR is a node");
+    let itr = ItrConfig {
+        map_resolvers: vec![SocketAddr::new(ip(MS), 4342)],
+        rlocs: vec![ip(PITR)],
+        pitr: true,
+        ..Default::default()
+    };
+    let pitr = sim.add_node(NodeConfig { name: "pitr".into(), itr: Some(itr), ..Default::default() }, &[ip(PITR)]);
+    assert!(sim.announce(pitr, site_prefix()), "the PITR is a node");
     sim.set_link_delay(c1, b, Duration::from_micros(100));
     sim.run_for(Duration::from_secs(2));
 
-    // One flow (the ladder lists two): the first packet misses and waits for the negative
-    // reply; the second finds the mapping. The stranger's packet is the second flow.
+    // The first packet misses and waits for the negative reply; the second finds the mapping.
     sim.send_packet(c1, udp(ip(C1), 40000, ip(N1), 53, b"query"));
     sim.run_for(Duration::from_millis(100));
     sim.send_packet(c1, udp(ip(C1), 40000, ip(N1), 53, b"query again"));
+    sim.run_for(Duration::from_millis(100));
+    // N1 answers: through the PITR (its first answer waits there for the Map-Reply).
+    sim.send_packet(n1, udp(ip(N1), 53, ip(C1), 40000, b"answer"));
+    sim.run_for(Duration::from_millis(100));
+    sim.send_packet(n1, udp(ip(N1), 53, ip(C1), 40000, b"answer again"));
     sim.run_for(Duration::from_millis(100));
     sim.send_packet(stranger, stranger_packet());
     sim.run_for(Duration::from_millis(100));
@@ -69,11 +79,23 @@ fn run(seed: u64) -> Outcome {
         format!("xtr-b     {ITR}  branch xTR, registers 10.1.1.0/24; PETR {PETR} for non-LISP traffic"),
         format!("petr      {PETR}  Proxy-ETR, relays for sources in 10.1.0.0/16 only"),
         format!("c1        {C1}     client behind xtr-b: two UDP packets to {N1}"),
-        format!("n1        {N1}   a host of no LISP site (its replies need a PITR: not simulated)"),
+        format!("pitr      {PITR}  Proxy-ITR, announces 10.1.0.0/16 into the underlay"),
+        format!("n1        {N1}   a host of no LISP site: answers C1"),
         format!("stranger  {STRANGER}    not a LISP site: encapsulates its own packet to the PETR"),
     ];
-    let tables = registrations(&sim, ms) + &map_cache(&sim, b) + &data_plane(&sim, &[b, petr], &[c1, n1, stranger]);
-    Outcome::new(sim, topology, vec![c1, b, ms, petr, n1, stranger], tables)
+    let tables = registrations(&sim, ms)
+        + &map_cache(&sim, b)
+        + &map_cache(&sim, pitr)
+        + &data_plane(&sim, &[b, petr, pitr], &[c1, n1, stranger]);
+    let mut out = Outcome::new(sim, topology, vec![c1, b, ms, petr, pitr, n1, stranger], tables);
+    // C1 to N1, N1 to C1, and the stranger's.
+    out.shown_flows = 3;
+    out
+}
+
+/// The site's EID prefix: what the PETR relays for and the PITR announces.
+fn site_prefix() -> EidPrefix {
+    EidPrefix::new(0, "10.1.0.0/16".parse().expect("a prefix"))
 }
 
 /// A packet from the stranger to N1, LISP-encapsulated to the PETR by the stranger itself.
@@ -112,6 +134,22 @@ mod tests {
         }
         let b = out.sim.data_plane(out.sim.id("xtr-b").unwrap()).unwrap().counters();
         assert_eq!((b.encapsulated, b.native_forwarded), (2, 0), "to the PETR, never natively");
+    }
+
+    #[test]
+    fn n1_answers_through_the_pitr() {
+        let out = super::run(1);
+        let steps = lines(&out);
+        let answer = after(&steps, 0, "n1>pitr UDP");
+        let request = after(&steps, answer, "pitr>ms-mr ECM");
+        let to_b = after(&steps, request, "pitr>xtr-b LISP data");
+        after(&steps, to_b, "xtr-b>c1 UDP");
+        let c1 = out.sim.received(out.sim.id("c1").unwrap());
+        assert_eq!(c1.len(), 2, "both answers: {c1:?}");
+        assert!(c1.iter().all(|g| g.1.ip() == ip(N1)));
+        let p = out.sim.data_plane(out.sim.id("pitr").unwrap()).unwrap().counters();
+        assert_eq!((p.encapsulated, p.sent_after_miss), (2, 1));
+        assert!(out.tables.contains("Map-cache of pitr"), "{}", out.tables);
     }
 
     #[test]
