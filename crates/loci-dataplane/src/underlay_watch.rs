@@ -29,11 +29,12 @@ const UDP: u8 = 17;
 
 /// The locator an ICMPv4 message is about, if it is a destination-unreachable (type 3) quoting
 /// a UDP datagram to port 4341 sent from one of `ours`. `packet` starts with the IPv4 header,
-/// as a raw IPv4 socket reads it.
+/// as a raw IPv4 socket reads it. Code 4 (fragmentation needed) is path MTU discovery, not
+/// unreachability: ignored here.
 pub fn icmpv4_unreachable(packet: &[u8], ours: &[IpAddr]) -> Option<IpAddr> {
     let outer = usize::from(packet.first()? & 0x0f) * 4;
     let icmp = packet.get(outer..)?;
-    if *icmp.first()? != 3 {
+    if *icmp.first()? != 3 || *icmp.get(1)? == 4 {
         return None;
     }
     let quoted = icmp.get(8..)?;
@@ -141,8 +142,12 @@ mod tests {
 
     /// An IPv4 ICMP type-`t` message quoting a UDP datagram `src` -> `dst`:`dport`.
     fn icmp4(t: u8, src: &str, dst: &str, dport: u16) -> Vec<u8> {
+        icmp4_code(t, 1, src, dst, dport)
+    }
+
+    fn icmp4_code(t: u8, code: u8, src: &str, dst: &str, dport: u16) -> Vec<u8> {
         let mut p = vec![0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 254, 198, 51, 100, 1];
-        p.extend_from_slice(&[t, 1, 0, 0, 0, 0, 0, 0]);
+        p.extend_from_slice(&[t, code, 0, 0, 0, 0, 0, 0]);
         let mut q = vec![0x45, 0, 0, 60, 0, 0, 0x40, 0, 63, UDP, 0, 0];
         for a in [src, dst] {
             let IpAddr::V4(a) = ip(a) else { panic!() };
@@ -178,6 +183,13 @@ mod tests {
         assert_eq!(icmpv4_unreachable(&icmp4(3, "192.0.2.66", "203.0.113.11", 4341), &ours), None);
         assert_eq!(icmpv4_unreachable(&icmp4(3, "198.51.100.1", "203.0.113.11", 4342), &ours), None);
         assert_eq!(icmpv4_unreachable(&icmp4(11, "198.51.100.1", "203.0.113.11", 4341), &ours), None);
+        // Fragmentation needed is path MTU, not unreachability.
+        assert_eq!(icmpv4_unreachable(&icmp4_code(3, 4, "198.51.100.1", "203.0.113.11", 4341), &ours), None);
+        assert_eq!(
+            icmpv4_unreachable(&icmp4_code(3, 13, "198.51.100.1", "203.0.113.11", 4341), &ours),
+            Some(ip("203.0.113.11")),
+            "administratively prohibited"
+        );
         // Truncated anywhere: no answer, no panic.
         let full = icmp4(3, "198.51.100.1", "203.0.113.11", 4341);
         for n in 0..full.len() - 4 {
