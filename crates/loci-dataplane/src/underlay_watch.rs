@@ -70,11 +70,15 @@ fn ours_to_lisp(src: IpAddr, dst: IpAddr, udp: &[u8], ours: &[IpAddr]) -> Option
 }
 
 /// Whether the kernel has a usable route to `addr` (no route, or an unreachable, prohibit or
-/// blackhole route, make `connect` fail).
+/// blackhole route, make `connect` fail). When no socket of the family can be made at all (IPv6
+/// disabled) it cannot tell, and says yes: a hint must come from a lost route, nothing else.
 pub fn has_route(addr: IpAddr) -> bool {
     let any: SocketAddr =
         if addr.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
-    UdpSocket::bind(any).and_then(|s| s.connect((addr, LISP_DATA_PORT))).is_ok()
+    match UdpSocket::bind(any) {
+        Ok(s) => s.connect((addr, LISP_DATA_PORT)).is_ok(),
+        Err(_) => true,
+    }
 }
 
 /// Starts a thread per family of `ours` reading ICMP unreachables about our encapsulated
