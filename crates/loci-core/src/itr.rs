@@ -44,7 +44,7 @@ use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Map
 use crate::mapping::{eid_from_wire, eid_to_wire, encapsulate_request};
 use crate::node::{Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
-use crate::probing::{Prober, ProbingConfig, StatusBits};
+use crate::probing::{Prober, ProbingConfig, StatusBits, Unreachable};
 use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
@@ -271,6 +271,13 @@ impl Itr {
         if let Some(p) = &mut self.prober {
             p.handle_status_bits(change, &mut self.cache);
         }
+    }
+
+    /// A hint that locator `rloc` is unreachable ([`Prober::handle_unreachable`]); ignored
+    /// without probing, which alone would bring the locator back.
+    pub fn handle_rloc_unreachable(&mut self, now: Instant, rloc: IpAddr, reason: Unreachable, io: &mut Io) -> bool {
+        let Some(p) = &mut self.prober else { return false };
+        p.handle_unreachable(now, rloc, reason, &mut self.cache, io)
     }
 
     pub fn config(&self) -> &ItrConfig {

@@ -292,6 +292,16 @@ impl Node {
         }
     }
 
+    /// A hint from the data plane or the underlay that locator `rloc` is unreachable (ITR
+    /// role with probing; see [`crate::probing::Prober::handle_unreachable`]). Returns whether
+    /// the locator went down.
+    pub fn handle_rloc_unreachable(&mut self, now: Instant, rloc: IpAddr, reason: crate::probing::Unreachable) -> bool {
+        match &mut self.itr {
+            Some(itr) => itr.handle_rloc_unreachable(now, rloc, reason, &mut self.io),
+            None => false,
+        }
+    }
+
     /// Runs every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(ms) = &mut self.ms {

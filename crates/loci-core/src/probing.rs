@@ -93,6 +93,31 @@ pub struct ProbeStats {
     /// Locator-status bits applied / refused (not from one of the mapping's locators).
     pub status_bits_applied: u64,
     pub status_bits_refused: u64,
+    /// Unreachability hints (ICMP, route withdrawals) that marked a locator down.
+    pub hints_applied: u64,
+    /// Hints about an address that is no locator in the map-cache (ignored).
+    pub hints_unknown: u64,
+    /// Hints about a locator already down, or within an interval of the last hint applied to
+    /// it (ignored).
+    pub hints_ignored: u64,
+}
+
+/// Why the data plane thinks a locator is unreachable (RFC 9300 §10's hints besides probing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// An ICMP or ICMPv6 destination-unreachable quoting a packet we sent to the locator.
+    Icmp,
+    /// The underlay has no route to the locator any more.
+    RouteWithdrawn,
+}
+
+impl Unreachable {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unreachable::Icmp => "icmp-unreachable",
+            Unreachable::RouteWithdrawn => "route-withdrawn",
+        }
+    }
 }
 
 /// What the ITR knows of one locator's reachability.
@@ -110,6 +135,8 @@ pub struct LocatorState {
     pub fast: bool,
     pub probes: u64,
     pub replies: u64,
+    /// When an unreachability hint last marked it down.
+    last_hint: Option<Instant>,
     /// Recent probes (nonce, sent), oldest first; a reply to any of them counts.
     outstanding: VecDeque<(u64, Instant)>,
     /// The latest probe has been answered.
@@ -191,6 +218,7 @@ impl Prober {
                     fast,
                     probes: 0,
                     replies: 0,
+                    last_hint: None,
                     outstanding: VecDeque::new(),
                     answered: true,
                     next,
@@ -315,6 +343,46 @@ impl Prober {
             tracing::info!(rloc = %addr, rtt_ms = s.rtt.map(|d| d.as_secs_f64() * 1e3), entries = n, "locator up: probe answered");
             io.events.push_back(Event::LocatorUp { rloc: addr });
         }
+    }
+
+    /// A hint that locator `addr` is unreachable (ICMP unreachable, a route withdrawn: RFC 9300
+    /// §10). Hints are unauthenticated, so they only speed up what probing would find: the
+    /// locator is marked down at once, and the next probe reply brings it back as after missed
+    /// probes. Only for locators in the map-cache, at most once per probe interval each.
+    /// Replies to probes sent before the hint no longer count: they may predate the failure.
+    /// Returns whether the locator went down.
+    pub fn handle_unreachable(
+        &mut self,
+        now: Instant,
+        addr: IpAddr,
+        reason: Unreachable,
+        cache: &mut MapCache,
+        io: &mut Io,
+    ) -> bool {
+        self.sync(now, cache);
+        let (interval, _, _) = self.timers_for(addr);
+        let Some(s) = self.locators.get_mut(&addr) else {
+            self.stats.hints_unknown += 1;
+            return false;
+        };
+        if !s.up || s.last_hint.is_some_and(|t| now.saturating_duration_since(t) < interval) {
+            self.stats.hints_ignored += 1;
+            return false;
+        }
+        s.up = false;
+        s.since = now;
+        s.last_hint = Some(now);
+        s.answered = true;
+        for (n, _) in s.outstanding.drain(..) {
+            self.nonces.remove(&n);
+        }
+        self.stats.hints_applied += 1;
+        self.stats.downs += 1;
+        let n = cache.set_locator_down(addr, true);
+        cache.publish();
+        tracing::info!(rloc = %addr, reason = reason.name(), entries = n, "locator down: unreachability hint");
+        io.events.push_back(Event::LocatorDown { rloc: addr });
+        true
     }
 
     /// Applies locator-status bits the data plane reported (see [`status_bits_change`]); the
@@ -592,6 +660,61 @@ mod tests {
                 Event::LocatorUp { rloc: ip("192.0.2.2") },
             ]
         );
+    }
+
+    #[test]
+    fn unreachable_hint_marks_down_and_the_next_probe_brings_back() {
+        let mut r = Rig::new(ProbingConfig::default());
+        r.run(Duration::from_millis(2050), &[]);
+        let before = picks(&r.cache);
+        r.io.events.clear();
+        let (t, a) = (r.t, ip("192.0.2.1"));
+        assert!(r.prober.handle_unreachable(t, a, Unreachable::RouteWithdrawn, &mut r.cache, &mut r.io));
+        assert!(!r.state("192.0.2.1").up && r.cache.locator_down(a));
+        assert!(picks(&r.cache).iter().all(|x| *x == ip("192.0.2.2")), "skipped at once, in the published snapshot");
+        // Unknown addresses, a locator already down and a repeat within the interval: ignored.
+        assert!(!r.prober.handle_unreachable(t, ip("203.0.113.9"), Unreachable::Icmp, &mut r.cache, &mut r.io));
+        assert!(!r.prober.handle_unreachable(t, a, Unreachable::Icmp, &mut r.cache, &mut r.io));
+        let st = r.prober.stats();
+        assert_eq!((st.hints_applied, st.hints_unknown, st.hints_ignored, st.downs), (1, 1, 1, 1));
+        // The next probe is answered: back, and the flows return where they were.
+        r.run(Duration::from_millis(1050), &[]);
+        assert!(r.state("192.0.2.1").up);
+        assert_eq!(picks(&r.cache), before);
+        assert_eq!(
+            r.io.events.drain(..).collect::<Vec<_>>(),
+            [Event::LocatorDown { rloc: a }, Event::LocatorUp { rloc: a }]
+        );
+        // Rate limited: a second hint within an interval of the first is ignored even though the
+        // locator is up again; after the interval it applies.
+        assert!(!r.prober.handle_unreachable(
+            t + Duration::from_millis(999),
+            a,
+            Unreachable::Icmp,
+            &mut r.cache,
+            &mut r.io
+        ));
+        assert!(r.prober.handle_unreachable(r.t, a, Unreachable::Icmp, &mut r.cache, &mut r.io));
+    }
+
+    #[test]
+    fn a_reply_to_a_probe_sent_before_the_hint_does_not_bring_it_back() {
+        let mut r = Rig::new(ProbingConfig::default());
+        r.run(Duration::from_millis(1500), &[]);
+        // Until a probe to the locator is out (its reply comes 10 ms later).
+        let a = ip("192.0.2.1");
+        while !r.answers.iter().any(|x| x.1 == a) {
+            r.run(Duration::from_millis(1), &[]);
+        }
+        let outstanding: Vec<u64> = r.answers.iter().filter(|x| x.1 == a).map(|x| x.2).collect();
+        assert!(!outstanding.is_empty(), "a probe on its way: {:?}", r.answers);
+        let t = r.t;
+        assert!(r.prober.handle_unreachable(t, a, Unreachable::Icmp, &mut r.cache, &mut r.io));
+        for n in outstanding {
+            let late = reply(n, &[]);
+            r.prober.handle_reply(t, SocketAddr::new(a, 4342), &late, &mut r.cache, &mut r.io);
+        }
+        assert!(!r.state("192.0.2.1").up, "the reply may predate the failure");
     }
 
     #[test]

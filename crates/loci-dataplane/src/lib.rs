@@ -45,6 +45,7 @@ mod senders;
 mod status;
 mod sys;
 mod tun;
+pub mod underlay_watch;
 
 use std::io;
 use std::net::IpAddr;

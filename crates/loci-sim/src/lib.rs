@@ -11,6 +11,10 @@
 //! the inner packet to its host of that instance ID. Both steps are loci-core's functions, as
 //! in the real data plane (see [`xtr`]).
 //!
+//! Proxies (RFC 6832): [`Sim::set_proxy`] gives an ITR its PETRs and a PETR its relay policy;
+//! [`Sim::announce`] has a PITR announce an EID prefix into the underlay, so native packets to
+//! the prefix's addresses reach its ITR.
+//!
 //! Mobility: [`Sim::move_host`] moves a host behind other xTRs and has it send a gratuitous
 //! ARP there; from then on its packets are reported as a host seen on its site interface, and
 //! ETRs re-encapsulate packets for hosts that moved away (see [`xtr`]).
@@ -124,6 +128,8 @@ pub struct Sim {
     partitioned: BTreeSet<(Id, Id)>,
     /// What the xTRs did with each packet delivered to them, by trace index.
     handled: BTreeMap<usize, Handling>,
+    /// EID prefixes announced into the underlay by PITRs ([`Sim::announce`]).
+    announced: Vec<(Id, loci_core::eid::EidPrefix)>,
 }
 
 impl Sim {
@@ -143,6 +149,7 @@ impl Sim {
             loss: 0.0,
             partitioned: BTreeSet::new(),
             handled: BTreeMap::new(),
+            announced: Vec::new(),
         }
     }
 
@@ -222,6 +229,19 @@ impl Sim {
         let now = self.now;
         let Some(dp) = self.members.get_mut(id).and_then(Member::data_plane_mut) else { return false };
         dp.set_proxy(proxy, now);
+        true
+    }
+
+    /// Has node `pitr` announce `prefix` into the underlay, as a PITR does with a route (RFC
+    /// 6832): native packets to an address of the prefix that no member owns go to it, and its
+    /// ITR handles them in the prefix's instance. Returns false (changing nothing) when `pitr`
+    /// is not a node.
+    pub fn announce(&mut self, pitr: Id, prefix: loci_core::eid::EidPrefix) -> bool {
+        if !matches!(self.members.get(pitr).map(|m| &m.host), Some(Host::Node(_))) {
+            return false;
+        }
+        self.attach(&[pitr], prefix.iid);
+        self.announced.push((pitr, prefix));
         true
     }
 
@@ -350,10 +370,12 @@ impl Sim {
 
     /// The member owning `ip` in the underlay; with several (anycast), the nearest to `from`.
     /// Hosts in sites are reached only through their xTR.
+    /// Failing that, the first PITR announcing a prefix that covers it.
     fn owner(&self, from: Id, ip: IpAddr) -> Option<Id> {
         (0..self.members.len())
             .filter(|&i| self.members[i].site.is_none() && self.members[i].addrs.contains(&ip))
             .min_by_key(|&i| (self.delay_between(from, i), i))
+            .or_else(|| self.announced.iter().find(|(_, p)| p.contains(ip)).map(|(pitr, _)| *pitr))
     }
 
     fn delay_between(&self, a: Id, b: Id) -> Duration {
@@ -490,10 +512,15 @@ impl Sim {
             node.handle_host_seen(now, iid, src, interface);
         }
         let announced = addresses.is_some_and(|(src, dst)| src == dst);
-        let (handling, out) = match from_site {
-            Some(_) if announced => (Handling::HostAnnounced, Out::Nowhere),
-            Some(iid) => dp.itr(node, now, iid, &packet),
+        // A native packet to a prefix this node announces as a PITR.
+        let pitr = addresses
+            .and_then(|(_, dst)| self.announced.iter().find(|(id, p)| *id == at && p.contains(dst)))
+            .map(|(_, p)| p.iid);
+        let (handling, out) = match (from_site, pitr) {
+            (Some(_), _) if announced => (Handling::HostAnnounced, Out::Nowhere),
+            (Some(iid), _) => dp.itr(node, now, iid, &packet),
             _ if encapsulated => dp.etr(node, now, packet),
+            (None, Some(iid)) => dp.itr(node, now, iid, &packet),
             _ => (Handling::Dropped("not-for-us"), Out::Nowhere),
         };
         self.handled.insert(trace, handling);

@@ -81,3 +81,31 @@ fn the_petr_is_no_open_relay() {
     let c = w.sim.data_plane(w.petr).unwrap().counters();
     assert_eq!((c.decapsulated, c.dropped.get("relay-refused").copied()), (0, Some(1)));
 }
+
+#[test]
+fn a_pitr_brings_non_lisp_traffic_into_the_site() {
+    let mut w = world(3);
+    let ms = loci_sim::scenario::ip("192.0.2.10");
+    let itr = loci_core::itr::ItrConfig {
+        map_resolvers: vec![std::net::SocketAddr::new(ms, 4342)],
+        rlocs: vec![ip("203.0.113.30")],
+        pitr: true,
+        ..Default::default()
+    };
+    let pitr =
+        w.sim.add_node(NodeConfig { name: "pitr".into(), itr: Some(itr), ..Default::default() }, &[ip("203.0.113.30")]);
+    let site = EidPrefix::new(0, "10.1.0.0/16".parse().unwrap());
+    assert!(!w.sim.announce(w.web, site), "an endpoint announces nothing");
+    let p = udp(ip(WEB), 53, ip(C1), 40000, b"answer");
+    assert!(w.sim.send_packet(w.web, p.clone()));
+    w.sim.run_for(Duration::from_millis(100));
+    assert!(w.sim.received(w.c1).is_empty(), "no route to the site's EIDs without a PITR");
+    assert!(w.sim.announce(pitr, site));
+    for _ in 0..2 {
+        w.sim.send_packet(w.web, p.clone());
+        w.sim.run_for(Duration::from_millis(100));
+    }
+    assert_eq!(w.sim.received(w.c1).len(), 2, "both through the PITR, the first after its Map-Reply");
+    let c = w.sim.data_plane(pitr).unwrap().counters();
+    assert_eq!((c.encapsulated, c.sent_after_miss), (2, 1));
+}

@@ -16,7 +16,7 @@ use loci_core::node::{Event, Node, Transmit};
 use tokio::sync::Notify;
 
 use crate::config::DaemonConfig;
-use crate::{api, metrics, mobility, state, sys, xtr};
+use crate::{api, metrics, mobility, state, sys, underlay, xtr};
 
 /// Largest datagram we accept (a LISP control message is far smaller).
 const MAX_DATAGRAM: usize = 9216;
@@ -189,6 +189,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     if let Some(rx) = status_bits {
         tokio::spawn(xtr::status_bits(shared.clone(), rx));
     }
+    // Kept to the end of `run`: dropping it ends `ip monitor route`.
+    let _underlay = if cfg.data_plane.is_some() { underlay::start(&shared) } else { None };
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
     if let Some(listener) = metrics_listener {

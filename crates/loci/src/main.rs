@@ -13,6 +13,7 @@ mod mobility;
 mod show;
 mod state;
 mod sys;
+mod underlay;
 mod xtr;
 
 use std::net::{IpAddr, SocketAddr};

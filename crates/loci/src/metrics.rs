@@ -108,6 +108,9 @@ fn record(node: &Node, data_plane: Option<&loci_dataplane::Stats>, uptime: Durat
     counter!("loci_rloc_recoveries_total").absolute(ps.ups);
     counter!("loci_probe_replies_refused_total", "reason" => "no-matching-nonce").absolute(ps.replies_unmatched);
     counter!("loci_probe_replies_refused_total", "reason" => "wrong-source").absolute(ps.replies_wrong_source);
+    counter!("loci_unreachable_hints_total", "outcome" => "applied").absolute(ps.hints_applied);
+    counter!("loci_unreachable_hints_total", "outcome" => "unknown").absolute(ps.hints_unknown);
+    counter!("loci_unreachable_hints_total", "outcome" => "ignored").absolute(ps.hints_ignored);
     for (addr, l) in prober.locators().take(MAX_RLOC_SERIES) {
         let rloc = addr.to_string();
         gauge!("loci_rloc_up", "rloc" => rloc.clone()).set(if l.up { 1.0 } else { 0.0 });

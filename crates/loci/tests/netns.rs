@@ -534,3 +534,64 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
     drop(lab);
     assert!(!Path::new(&pcap_s).exists(), "the lab's files are removed");
 }
+
+/// RFC 9300 §10's hints besides probing: a route to the peer's locator withdrawn at xTR-A, then
+/// an ICMP host-unreachable from the underlay router about xTR-A's encapsulated packets, each
+/// mark the locator down in under a second (probing alone needs 2 s at the default timers);
+/// the next answered probe brings it back.
+#[test]
+fn route_withdrawal_and_icmp_unreachable_mark_a_locator_down() {
+    if !runnable() {
+        return;
+    }
+    let mut lab = Lab::build();
+    lab.write_configs();
+    let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
+    lab.start(&ul, "ms");
+    lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
+    lab.start(&xa, "xa");
+    lab.start(&xb, "xb");
+    lab.wait_for("8 registrations", Duration::from_secs(15), || {
+        lab.path("ms.sock").exists() && lab.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
+    });
+    let (a, dst) = (lab.host('a', 100), SITE_B.host4());
+    lab.wait_for("a first ping", Duration::from_secs(10), || ping_ok(a, &dst, 1));
+    let peer = SITE_B.rloc4;
+    let state = |lab: &Lab| {
+        let rlocs = lab.show(&xa, "xa", "rlocs");
+        let r = rlocs.as_array().and_then(|a| a.iter().find(|r| r["locator"] == peer).cloned());
+        r.map(|r| (r["state"].as_str().unwrap_or("").to_string(), r["replies"].as_u64().unwrap_or(0)))
+    };
+    let hints = |lab: &Lab| lab.show(&xa, "xa", "stats")["itr"]["unreachable_hints_applied"].as_u64();
+    lab.wait_for("an answered probe", Duration::from_secs(5), || state(&lab).is_some_and(|(s, n)| s == "up" && n > 0));
+
+    // The route goes: an unreachable route for the peer's locator at xTR-A.
+    let unreachable = format!("route add unreachable {peer}/32");
+    let t = Instant::now();
+    lab.xa.ip(&unreachable);
+    lab.wait_for("down after the route withdrawal", Duration::from_secs(3), || {
+        state(&lab).is_some_and(|(s, _)| s == "down")
+    });
+    let withdrawn = t.elapsed();
+    assert_eq!(hints(&lab), Some(1), "a hint, not missed probes");
+    lab.xa.ip(&format!("route del unreachable {peer}/32"));
+    lab.wait_for("up after the route returned", Duration::from_secs(3), || state(&lab).is_some_and(|(s, _)| s == "up"));
+
+    // The underlay router loses its route: it answers xTR-A's encapsulated packets with ICMP
+    // host unreachable (the probes to port 4342 get them too, and do not count).
+    lab.ul.ip(&unreachable);
+    let t = Instant::now();
+    let mut pinging = Proc::spawn("ping", a.cmd(&["ping", "-n", "-q", "-c", "15", "-i", "0.1", &dst]), None);
+    lab.wait_for("down after ICMP unreachable", Duration::from_secs(3), || {
+        state(&lab).is_some_and(|(s, _)| s == "down")
+    });
+    let icmp = t.elapsed();
+    pinging.stop();
+    assert_eq!(hints(&lab), Some(2));
+    lab.ul.ip(&format!("route del unreachable {peer}/32"));
+    lab.wait_for("up after the router's route returned", Duration::from_secs(3), || {
+        state(&lab).is_some_and(|(s, _)| s == "up")
+    });
+    println!("locator down after: route withdrawal {withdrawn:?}, ICMP unreachable {icmp:?}");
+    assert!(withdrawn < Duration::from_secs(1) && icmp < Duration::from_secs(1), "{withdrawn:?} {icmp:?}");
+}

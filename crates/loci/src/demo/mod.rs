@@ -11,6 +11,7 @@ mod move_across;
 mod move_extended;
 mod moving;
 mod negative;
+mod non_lisp;
 mod resolve;
 mod svg;
 mod vpn;
@@ -38,6 +39,7 @@ pub const SCENARIOS: &[Scenario] = &[
     move_extended::SCENARIO,
     move_across::SCENARIO,
     failover::SCENARIO,
+    non_lisp::SCENARIO,
 ];
 
 pub fn find(name: &str) -> Option<&'static Scenario> {
@@ -56,11 +58,21 @@ pub struct Outcome {
     pub windows: Vec<(Duration, Duration)>,
     /// More spans where RLOC probes (not data) are listed too.
     pub probe_windows: Vec<(Duration, Duration)>,
+    /// Data packets of this many flows are listed; the others are counted.
+    pub shown_flows: usize,
 }
 
 impl Outcome {
     pub fn new(sim: Sim, topology: Vec<String>, lanes: Vec<Id>, tables: String) -> Self {
-        Outcome { sim, topology, lanes, tables, windows: Vec::new(), probe_windows: Vec::new() }
+        Outcome {
+            sim,
+            topology,
+            lanes,
+            tables,
+            windows: Vec::new(),
+            probe_windows: Vec::new(),
+            shown_flows: SHOWN_FLOWS,
+        }
     }
 
     /// Whether `step` falls in one of the windows (or there are none).
@@ -72,7 +84,7 @@ impl Outcome {
     }
 }
 
-/// Data packets of this many flows are shown in the ladder; the others are counted.
+/// Data packets of this many flows are shown in the ladder by default; the others are counted.
 const SHOWN_FLOWS: usize = 2;
 
 /// The ladder steps a person reads: every control message and the packets of the first flows;
@@ -83,7 +95,7 @@ fn shown<'a>(out: &'a Outcome, steps: &'a [Step]) -> impl Iterator<Item = &'a St
 
 fn is_shown(out: &Outcome, s: &Step) -> bool {
     let routine = s.is_data() || ladder::is_probe(&s.fields);
-    s.flow.is_none_or(|f| f < SHOWN_FLOWS) && (!routine || out.in_window(s))
+    s.flow.is_none_or(|f| f < out.shown_flows) && (!routine || out.in_window(s))
 }
 
 /// Everything a person reads about a run of `scenario`: topology, ladder, tables.
@@ -102,14 +114,14 @@ pub fn render(scenario: &Scenario, seed: u64, out: &Outcome) -> String {
                 skipped = 0;
             }
             s += &format!("  {step}\n");
-        } else if step.flow.is_none_or(|f| f < SHOWN_FLOWS) {
+        } else if step.flow.is_none_or(|f| f < out.shown_flows) {
             skipped += 1;
         }
     }
     if skipped > 0 {
         s += &format!("  ... {skipped} more data packets or probes (--json has them all)\n");
     }
-    let hidden: Vec<&Step> = steps.iter().filter(|x| x.flow.is_some_and(|f| f >= SHOWN_FLOWS)).collect();
+    let hidden: Vec<&Step> = steps.iter().filter(|x| x.flow.is_some_and(|f| f >= out.shown_flows)).collect();
     if !hidden.is_empty() {
         let flows = hidden.iter().filter_map(|x| x.flow).collect::<BTreeSet<_>>().len();
         s += &format!(
