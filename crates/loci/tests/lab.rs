@@ -5,14 +5,14 @@
 //! needs root" and pass, except under CI=true, where they must run.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
 
 mod common;
-use common::{signal, text};
+use common::{run_within, signal, text};
 
 const LOCI: &str = env!("CARGO_BIN_EXE_loci");
 /// A whole lab run takes about 10 s; far more means it hangs.
@@ -43,29 +43,6 @@ fn runnable() -> Option<MutexGuard<'static, ()>> {
     assert!(!in_ci(), "{why} (CI=true: this test must run)");
     println!("{why}");
     None
-}
-
-/// Runs `cmd`, killing it after `limit`.
-fn run_for(cmd: &mut Command, limit: Duration) -> Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(out) => out.expect("wait"),
-        Err(_) => {
-            signal(pid, "TERM");
-            let out = rx.recv_timeout(Duration::from_secs(15)).map(|o| o.expect("wait"));
-            panic!("{cmd:?} did not finish within {limit:?}: {:?}", out.map(|o| text(&o.stderr)));
-        }
-    }
 }
 
 fn sh(args: &[&str]) -> String {
@@ -205,14 +182,14 @@ fn bad_scenario_file_is_refused_with_file_line_and_field() {
         "about = \"x\"\n[[node]]\nname = \"a\"\n[[link]]\na = { node = \"a\", dev = \"e0\" }\nb = { node = \"nope\", dev = \"e0\" }\n",
     )
     .expect("write");
-    let out = run_for(Command::new(LOCI).arg("lab").arg(&path), Duration::from_secs(15));
+    let out = run_within(Command::new(LOCI).arg("lab").arg(&path), Duration::from_secs(15));
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(err.contains("bad.toml:6: link[0].b.node: no node \"nope\""), "{err}");
     // Refused before anything was built.
     assert!(!err.contains("building"), "{err}");
 
-    let out = run_for(Command::new(LOCI).args(["lab", "--down", "../etc"]), Duration::from_secs(15));
+    let out = run_within(Command::new(LOCI).args(["lab", "--down", "../etc"]), Duration::from_secs(15));
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("not a run ID"), "{}", text(&out.stderr));
 }
@@ -235,7 +212,7 @@ const TIMING_SLACK: f64 = 2.0;
 fn move_scenario(name: &str, new_rloc: &str, group_notifies: u64, path: Path) {
     let Some(_one_lab) = runnable() else { return };
     let veths = root_veths();
-    let out = run_for(Command::new(LOCI).args(["lab", name, "--json"]), LAB_LIMIT);
+    let out = run_within(Command::new(LOCI).args(["lab", name, "--json"]), LAB_LIMIT);
     assert!(out.status.success(), "loci lab {name} failed: {}", text(&out.stderr));
     let r: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out.stdout)));
@@ -308,7 +285,7 @@ fn table(report: &Value, node: &str, what: &str) -> Value {
 
 /// Runs a shipped scenario with `--json` and returns its report and run ID.
 fn lab_json(scenario: &str) -> (Value, String) {
-    let out = run_for(Command::new(LOCI).args(["lab", scenario, "--json"]), LAB_LIMIT);
+    let out = run_within(Command::new(LOCI).args(["lab", scenario, "--json"]), LAB_LIMIT);
     assert!(out.status.success(), "loci lab {scenario} failed: {}", text(&out.stderr));
     let r: Value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("no JSON ({e}): {}", text(&out.stdout)));

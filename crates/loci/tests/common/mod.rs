@@ -31,6 +31,12 @@ const TSHARK_PATIENCE: Duration = Duration::from_secs(40);
 /// Runs `cmd` to completion, killing it after [`COMMAND_LIMIT`] so a hung daemon fails the test
 /// instead of hanging it.
 pub fn run_bounded(cmd: &mut Command) -> Output {
+    run_within(cmd, COMMAND_LIMIT)
+}
+
+/// Runs `cmd` to completion within `limit`; past it, asks it to stop (SIGTERM, so it can clean
+/// up), kills it if it has not within 15 s, and fails the test with what it printed.
+pub fn run_within(cmd: &mut Command, limit: Duration) -> Output {
     let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -42,11 +48,16 @@ pub fn run_bounded(cmd: &mut Command) -> Output {
     std::thread::spawn(move || {
         let _ = tx.send(child.wait_with_output());
     });
-    match rx.recv_timeout(COMMAND_LIMIT) {
+    match rx.recv_timeout(limit) {
         Ok(out) => out.unwrap_or_else(|e| panic!("{cmd:?}: {e}")),
         Err(_) => {
-            signal(pid, "KILL");
-            panic!("{cmd:?} did not finish within {COMMAND_LIMIT:?}");
+            signal(pid, "TERM");
+            let out = rx.recv_timeout(Duration::from_secs(15));
+            if out.is_err() {
+                signal(pid, "KILL");
+            }
+            let stderr = out.ok().and_then(Result::ok).map(|o| text(&o.stderr));
+            panic!("{cmd:?} did not finish within {limit:?}: {stderr:?}");
         }
     }
 }
