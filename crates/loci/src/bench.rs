@@ -1163,7 +1163,8 @@ fn print_udp(r: &UdpReport, json: bool) -> anyhow::Result<()> {
 
 /// Sends `pps` datagrams a second for `secs`, each starting with its sequence number (u64, big
 /// endian), in batches of [`sys::BATCH`] by `sendmmsg`, the flows' sockets taking batches in
-/// turn. Pacing: before each batch, sleep until it is due, so bursts are at most one batch.
+/// turn. Pacing: before each batch, sleep until it is due, so bursts are at most one batch; a
+/// sender that cannot keep up sends back to back and stops at `secs` all the same.
 pub fn udp_send(load: UdpLoad) -> anyhow::Result<UdpReport> {
     let UdpLoad { to, size, pps, secs, flows, lab } = load;
     check_data_target(to.ip(), lab)?;
@@ -1196,7 +1197,9 @@ pub fn udp_send(load: UdpLoad) -> anyhow::Result<UdpReport> {
     let start = Instant::now();
     let mut seq = 0u64;
     let mut turn = 0usize;
-    while seq < total {
+    let until = start + Duration::from_secs_f64(secs);
+    // Bounded in time as well as count: a generator that falls behind stops at --secs.
+    while seq < total && Instant::now() < until {
         let n = (total - seq).min(sys::BATCH as u64);
         // The batch is due when its last datagram is.
         let due = start + Duration::from_secs_f64((seq + n) as f64 / pps as f64);
@@ -1235,13 +1238,19 @@ pub fn udp_recv(listen: SocketAddr, secs: f64) -> anyhow::Result<UdpReport> {
     let (mut first, mut last) = (None::<Instant>, None::<Instant>);
     let mut next = 0u64;
     loop {
-        let now = Instant::now();
-        if now >= deadline || last.is_some_and(|l| now - l >= Duration::from_secs(1)) {
+        if Instant::now() >= deadline {
             break;
         }
         match batch.recv(socket.as_fd()) {
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => continue,
+            // Idle only when nothing is queued: a receiver kept off the CPU for a while must
+            // not stop with datagrams waiting.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if last.is_some_and(|l| l.elapsed() >= Duration::from_secs(1)) {
+                    break;
+                }
+                continue;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).context("receiving"),
         }
