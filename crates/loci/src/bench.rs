@@ -136,6 +136,40 @@ pub enum Mode {
         #[arg(long)]
         json: bool,
     },
+    /// Offer UDP datagrams at a paced rate, each carrying a sequence number (for `udp-recv`):
+    /// a data-plane load that costs the sender less per packet than iperf3
+    UdpSend {
+        /// Destination: loopback, or with --lab the lab ranges and the lab's EID ranges
+        /// (10.0.0.0/8, 2001:db8::/32)
+        #[arg(long)]
+        to: SocketAddr,
+        /// UDP payload bytes (at least 8: the sequence number)
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Datagrams per second
+        #[arg(long)]
+        pps: u64,
+        /// Seconds to send for
+        #[arg(long)]
+        secs: f64,
+        /// Flows: sockets with distinct source ports, taking batches in turn
+        #[arg(long, default_value_t = 1)]
+        flows: usize,
+        #[arg(long)]
+        lab: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Count the datagrams of `udp-send`: received, lost by sequence gaps, packets per second
+    UdpRecv {
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Give up this many seconds after starting; ends earlier 1 s after traffic stops
+        #[arg(long)]
+        secs: f64,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Ring of send times: must hold every message sent within one --timeout at the highest rate.
@@ -154,6 +188,11 @@ pub fn run(mode: Mode) -> anyhow::Result<()> {
             return Ok(());
         }
         Mode::Core { count, requests, json } => return core(count, requests, json),
+        Mode::UdpSend { to, size, pps, secs, flows, lab, json } => {
+            let r = udp_send(UdpLoad { to, size, pps, secs, flows, lab })?;
+            return print_udp(&r, json);
+        }
+        Mode::UdpRecv { listen, secs, json } => return print_udp(&udp_recv(listen, secs)?, json),
         Mode::Register { common, key, key_id, algorithm, per_register } => {
             let algorithm = parse_algorithm(&algorithm)?;
             let reg = Register::new(&common, key.into_bytes(), key_id, algorithm, per_register)?;
@@ -379,6 +418,18 @@ pub fn check_target(ip: IpAddr, lab: bool) -> anyhow::Result<()> {
              198.18.0.0/15 and the TEST-NET ranges"
         ),
     }
+}
+
+/// The lab's EID ranges (lab/*.sh, examples/): with `--lab`, `udp-send` may load them too,
+/// since a data-plane benchmark sends from EID to EID. Within these ranges only.
+const LAB_EIDS: [&str; 2] = ["10.0.0.0/8", "2001:db8::/32"];
+
+/// [`check_target`], plus with `lab` the lab's EID ranges.
+pub fn check_data_target(ip: IpAddr, lab: bool) -> anyhow::Result<()> {
+    if lab && LAB_EIDS.iter().any(|n| n.parse::<IpNet>().is_ok_and(|n| n.contains(&ip))) {
+        return Ok(());
+    }
+    check_target(ip, lab).map_err(|e| anyhow::anyhow!("{e}, or with --lab the lab EIDs {}", LAB_EIDS.join(", ")))
 }
 
 /// The loopback address of `ip`'s family (where the baseline echo listens).
@@ -1055,6 +1106,176 @@ fn local_addresses(target: IpAddr, limits: &Bounds, port: Option<u16>) -> anyhow
         }
         ip => Ok(vec![SocketAddr::new(ip, port)]),
     }
+}
+
+/// What `udp-send` offers (see [`Mode::UdpSend`]).
+#[derive(Debug, Clone)]
+pub struct UdpLoad {
+    pub to: SocketAddr,
+    pub size: usize,
+    pub pps: u64,
+    pub secs: f64,
+    pub flows: usize,
+    pub lab: bool,
+}
+
+/// The figures of `udp-send` or `udp-recv`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UdpReport {
+    /// Datagrams handed to (sender) or received from (receiver) the kernel
+    pub packets: u64,
+    /// Sender: datagrams the kernel refused (full buffers). Receiver: sequence numbers
+    /// skipped before the highest one seen (losses at the very end are not visible here:
+    /// compare with the sender's count)
+    pub lost: u64,
+    /// Receiver: datagrams whose sequence number was not above the highest seen so far
+    pub reordered: u64,
+    /// From the first to the last datagram
+    pub secs: f64,
+}
+
+impl UdpReport {
+    pub fn pps(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.packets as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+}
+
+fn print_udp(r: &UdpReport, json: bool) -> anyhow::Result<()> {
+    if json {
+        let v = json!({ "packets": r.packets, "lost": r.lost, "reordered": r.reordered, "secs": r.secs, "pps": r.pps().round() });
+        println!("{}", serde_json::to_string(&v)?);
+    } else {
+        println!(
+            "{} packets in {:.3} s: {:.0} pps, {} lost, {} reordered",
+            r.packets,
+            r.secs,
+            r.pps(),
+            r.lost,
+            r.reordered
+        );
+    }
+    Ok(())
+}
+
+/// Sends `pps` datagrams a second for `secs`, each starting with its sequence number (u64, big
+/// endian), in batches of [`sys::BATCH`] by `sendmmsg`, the flows' sockets taking batches in
+/// turn. Pacing: before each batch, sleep until it is due, so bursts are at most one batch; a
+/// sender that cannot keep up sends back to back and stops at `secs` all the same.
+pub fn udp_send(load: UdpLoad) -> anyhow::Result<UdpReport> {
+    let UdpLoad { to, size, pps, secs, flows, lab } = load;
+    check_data_target(to.ip(), lab)?;
+    if !(8..=9000).contains(&size) {
+        bail!("--size {size}: 8 to 9000 bytes (the sequence number takes 8)");
+    }
+    if !(1..=5_000_000).contains(&pps) {
+        bail!("--pps {pps}: 1 to 5000000");
+    }
+    if !(secs > 0.0 && secs <= 60.0) {
+        bail!("--secs {secs}: more than 0, at most 60");
+    }
+    if !(1..=64).contains(&flows) {
+        bail!("--flows {flows}: 1 to 64");
+    }
+    let local =
+        SocketAddr::new(if to.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() }, 0);
+    let sockets = (0..flows)
+        .map(|_| {
+            let s = UdpSocket::bind(local).context("cannot bind a sending socket")?;
+            // A larger send buffer rides out the scheduler's hiccups instead of refusing.
+            let _ = socket2::SockRef::from(&s).set_send_buffer_size(4 << 20);
+            Ok(s)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let _ = sys::fine_timer_slack();
+    let total = (pps as f64 * secs).round() as u64;
+    let mut bufs = vec![vec![0u8; size]; sys::BATCH];
+    let mut report = UdpReport::default();
+    let start = Instant::now();
+    let mut seq = 0u64;
+    let mut turn = 0usize;
+    let until = start + Duration::from_secs_f64(secs);
+    // Bounded in time as well as count: a generator that falls behind stops at --secs.
+    while seq < total && Instant::now() < until {
+        let n = (total - seq).min(sys::BATCH as u64);
+        // The batch is due when its last datagram is.
+        let due = start + Duration::from_secs_f64((seq + n) as f64 / pps as f64);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        for (i, b) in bufs.iter_mut().take(n as usize).enumerate() {
+            b[..8].copy_from_slice(&(seq + i as u64).to_be_bytes());
+        }
+        let msgs: Vec<(SocketAddr, &[u8])> = bufs.iter().take(n as usize).map(|b| (to, b.as_slice())).collect();
+        let mut refused = 0u64;
+        sys::send_batch(sockets[turn].as_fd(), &msgs, |_, _| refused += 1);
+        report.packets += n - refused;
+        report.lost += refused;
+        seq += n;
+        turn = (turn + 1) % flows;
+    }
+    report.secs = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Counts `udp-send`'s datagrams on `listen` until `secs` have passed, or 1 s after the last
+/// one once some arrived.
+pub fn udp_recv(listen: SocketAddr, secs: f64) -> anyhow::Result<UdpReport> {
+    if !(secs > 0.0 && secs <= 120.0) {
+        bail!("--secs {secs}: more than 0, at most 120");
+    }
+    let socket = UdpSocket::bind(listen).with_context(|| format!("cannot bind {listen}"))?;
+    // Room for bursts while this thread is off the CPU (capped by net.core.rmem_max).
+    let _ = socket2::SockRef::from(&socket).set_recv_buffer_size(8 << 20);
+    socket.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut batch = sys::RecvBatch::new(64);
+    let mut report = UdpReport::default();
+    let (mut first, mut last) = (None::<Instant>, None::<Instant>);
+    let mut next = 0u64;
+    loop {
+        if Instant::now() >= deadline {
+            break;
+        }
+        match batch.recv(socket.as_fd()) {
+            Ok(_) => {}
+            // Idle only when nothing is queued: a receiver kept off the CPU for a while must
+            // not stop with datagrams waiting.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                if last.is_some_and(|l| l.elapsed() >= Duration::from_secs(1)) {
+                    break;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("receiving"),
+        }
+        let at = Instant::now();
+        first.get_or_insert(at);
+        last = Some(at);
+        for (_, d) in batch.iter() {
+            let Some(seq) = d.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
+                continue; // not ours: too short to carry a sequence number
+            };
+            report.packets += 1;
+            if seq >= next {
+                report.lost += seq - next;
+                next = seq + 1;
+            } else {
+                // Late: it was counted lost when the gap opened.
+                report.reordered += 1;
+                report.lost = report.lost.saturating_sub(1);
+            }
+        }
+    }
+    if let (Some(f), Some(l)) = (first, last) {
+        report.secs = (l - f).as_secs_f64();
+    }
+    Ok(report)
 }
 
 /// A trivial UDP echo on a loopback address, on its own thread: the baseline.

@@ -134,7 +134,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency
+    /// Load a Map-Server with Map-Registers or Map-Requests and print rate and latency, or
+    /// offer and count paced UDP datagrams (udp-send, udp-recv) for data-plane benchmarks
     Bench {
         #[command(subcommand)]
         mode: bench::Mode,
