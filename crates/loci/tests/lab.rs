@@ -369,8 +369,12 @@ fn locator_and_map_resolver_failover_within_targets() {
         assert!(s["back_ms"].as_f64().is_some(), "{itr} never saw the primary up again: {s:#}");
         assert!(s["back_gap_ms"].as_f64() < Some(500.0), "{s:#}");
     }
-    let (fast, default) = (by_itr("xf")["failover_ms"].as_f64(), by_itr("xs")["failover_ms"].as_f64());
-    assert!(fast < default, "the fast profile is faster: {outage:#}");
+    // Cutting the link also withdraws the router's route and draws ICMP unreachables: those
+    // hints take both ITRs off the primary within tens of ms, whatever their probe timers
+    // (probe-only failover is measured in loci-sim's resilience tests). Coming back needs
+    // answered probes, so there the fast profile is ahead.
+    let (fast, default) = (by_itr("xf")["back_ms"].as_f64(), by_itr("xs")["back_ms"].as_f64());
+    assert!(fast < default, "the fast profile sees the primary back sooner: {outage:#}");
     // Map-Resolver failover: after MR1 stops, a new EID resolves through MR2.
     let last = steps.last().and_then(|s| s.get("ping")).expect("the last step pings D9");
     assert_eq!(last["received"], last["sent"], "{last:#}");
