@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use ipnet::IpNet;
 use loci_core::eid::EidPrefix;
-use loci_core::mapping::{eid_to_wire, encapsulate_request};
+use loci_core::mapping::{self, encapsulate_request, record};
 use loci_wire::auth::{Algorithm, SendPolicy};
 use loci_wire::map_register::{MapRegister, XtrId};
-use loci_wire::map_request::{EidRequest, MapRequest};
-use loci_wire::{Action, Address, Locator, MapRecord, Wire};
+use loci_wire::map_request::MapRequest;
+use loci_wire::{Action, Address, Locator, Wire};
 use mio::{Events, Interest, Poll, Token};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -595,16 +595,8 @@ impl Workload for Register {
         let first = seq * self.per_register;
         let records = (first..(first + self.per_register).min(self.count))
             .map(|i| {
-                let (eid, eid_mask_len) = eid_to_wire(&eid_of(self.v4, self.v6, i));
-                MapRecord {
-                    ttl: 1440,
-                    eid_mask_len,
-                    action: Action::NO_ACTION,
-                    authoritative: true,
-                    map_version: 0,
-                    eid,
-                    locators: vec![Locator::new(Address::Ipv4(BENCH_RLOC))],
-                }
+                let locators = vec![Locator::new(Address::Ipv4(BENCH_RLOC))];
+                record(&eid_of(self.v4, self.v6, i), 1440, Action::NO_ACTION, true, locators)
             })
             .collect();
         let mut reg = MapRegister {
@@ -649,22 +641,7 @@ impl Request {
 
 /// A Map-Request for `eid` from an ITR at `local`.
 fn map_request(eid: &EidPrefix, nonce: u64, local: IpAddr) -> MapRequest {
-    let (addr, eid_mask_len) = eid_to_wire(eid);
-    MapRequest {
-        authoritative: false,
-        probe: false,
-        smr: false,
-        pitr: false,
-        smr_invoked: false,
-        local_xtr: false,
-        dont_map_reply: false,
-        nonce,
-        source_eid: Address::None,
-        itr_rlocs: vec![Address::from(local)],
-        records: vec![EidRequest { notify: false, eid_mask_len, eid: addr }],
-        map_reply: None,
-        xtr_id: None,
-    }
+    mapping::map_request(nonce, eid, vec![Address::from(local)])
 }
 
 impl Workload for Request {
@@ -1407,16 +1384,7 @@ mod tests {
         let v6 = map_request(&eid, 43, "::1".parse().unwrap());
         let ecm6 = encapsulate_request("::1".parse().unwrap(), 9, &v6).to_bytes();
         assert_eq!(answer_of(&ecm6), Some((43, Kind::Echo)));
-        let (addr, len) = eid_to_wire(&eid);
-        let record = |locators: Vec<Locator>| MapRecord {
-            ttl: 1,
-            eid_mask_len: len,
-            action: Action::NO_ACTION,
-            authoritative: false,
-            map_version: 0,
-            eid: addr.clone(),
-            locators,
-        };
+        let record = |locators: Vec<Locator>| record(&eid, 1, Action::NO_ACTION, false, locators);
         let reply = |records| {
             loci_wire::map_reply::MapReply {
                 probe: false,
