@@ -115,6 +115,8 @@ pub struct EtrConfig {
     pub first_nonce: u64,
     /// Host mobility: dynamic-EID ranges and their timers (DESIGN §5).
     pub mobility: MobilityConfig,
+    /// Our Map-Replies set the E bit: our ITR echoes nonces (RFC 9300 §10.1).
+    pub echo_nonce: bool,
 }
 
 /// How a dynamic-EID range reaches its hosts when they move (the seed's two deployment modes).

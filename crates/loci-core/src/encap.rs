@@ -43,8 +43,8 @@ pub struct EncapParams {
     pub src: IpAddr,
     pub dst: IpAddr,
     pub iid: u32,
-    /// N bit and 24-bit nonce, when echo-nonce or similar wants one.
-    pub nonce: Option<u32>,
+    /// N bit and 24-bit nonce, when echo-nonce wants one.
+    pub nonce: Option<Nonce>,
     /// The inner packet's flow hash ([`crate::locator::flow_hash`]): UDP source port and IPv6
     /// flow label.
     pub flow: u32,
@@ -58,6 +58,14 @@ impl EncapParams {
     pub fn new(src: IpAddr, dst: IpAddr, iid: u32, flow: u32) -> Self {
         EncapParams { src, dst, iid, nonce: None, flow, dont_fragment: true, ip_id: 0 }
     }
+}
+
+/// A data packet's nonce (N bit), and whether it asks for an echo (E bit): RFC 9300 §10.1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Nonce {
+    /// 24 bits.
+    pub value: u32,
+    pub echo_request: bool,
 }
 
 /// The outer UDP source port for a flow (RFC 9300 §12: a hash of the inner 5-tuple).
@@ -168,8 +176,14 @@ pub fn encapsulate(buf: &mut [u8], inner: Range<usize>, p: &EncapParams) -> Resu
 }
 
 #[inline]
-fn lisp_header(iid: u32, nonce: Option<u32>) -> [u8; HEADER_LEN] {
-    DataHeaderRepr { nonce, instance_id: Some(iid), ..Default::default() }.to_array()
+fn lisp_header(iid: u32, nonce: Option<Nonce>) -> [u8; HEADER_LEN] {
+    DataHeaderRepr {
+        nonce: nonce.map(|n| n.value),
+        echo_nonce_request: nonce.is_some_and(|n| n.echo_request),
+        instance_id: Some(iid),
+        ..Default::default()
+    }
+    .to_array()
 }
 
 /// What a UDP socket needs to send an encapsulated packet: the UDP payload and the outer
@@ -193,7 +207,7 @@ pub fn encapsulate_payload(
     buf: &mut [u8],
     inner: Range<usize>,
     iid: u32,
-    nonce: Option<u32>,
+    nonce: Option<Nonce>,
 ) -> Result<Payload, EncapError> {
     let body = buf.get(inner.clone()).ok_or(EncapError::BadRange)?;
     let ih = InnerHeader::parse(body).ok_or(EncapError::BadInner)?;
@@ -516,7 +530,7 @@ mod tests {
             let flow = flow_hash(&inner);
             let (mut buf, r) = framed(&inner);
             let mut p = EncapParams::new(ip(rloc_s), ip(rloc_d), 0x00ab_cdef, flow);
-            p.nonce = Some(0x12_3456);
+            p.nonce = Some(Nonce { value: 0x12_3456, echo_request: true });
             let out = encapsulate(&mut buf, r.clone(), &p).unwrap();
             assert_eq!(out.end, r.end);
             let pkt = &buf[out.clone()];
@@ -539,14 +553,14 @@ mod tests {
             assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 4341);
             assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), pkt.len() - udp_at);
             assert_eq!(&udp[6..8], [0, 0], "zero UDP checksum");
-            assert_eq!(&pkt[udp_at + 8..udp_at + 16], [0x88, 0x12, 0x34, 0x56, 0xab, 0xcd, 0xef, 0]);
+            assert_eq!(&pkt[udp_at + 8..udp_at + 16], [0xa8, 0x12, 0x34, 0x56, 0xab, 0xcd, 0xef, 0], "N, E, I");
             // Decapsulate in place: the inner packet comes back unchanged (same TTL and TOS).
             let mut rx = pkt.to_vec();
             let d = decapsulate(&mut rx, &filter(rloc_d, 0x00ab_cdef)).unwrap();
             assert_eq!(d.iid, 0x00ab_cdef);
             assert_eq!(&rx[d.inner.clone()], &inner[..]);
             assert_eq!(d.outer.src, ip(rloc_s));
-            assert_eq!(d.lisp.nonce, Some(0x12_3456));
+            assert_eq!((d.lisp.nonce, d.lisp.echo_nonce_request), (Some(0x12_3456), true));
             // Not ours, wrong IID.
             let mut rx = pkt.to_vec();
             assert_eq!(decapsulate(&mut rx, &filter(rloc_s, 0x00ab_cdef)), Err(DecapDrop::NotOurRloc));

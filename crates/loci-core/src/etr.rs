@@ -643,7 +643,7 @@ impl Etr {
         };
         let reply = MapReply {
             probe: req.probe,
-            echo_nonce_capable: false,
+            echo_nonce_capable: self.config.echo_nonce,
             security: false,
             nonce: req.nonce,
             records,
@@ -700,6 +700,7 @@ mod tests {
             site_id: 1,
             record_ttl: 1440,
             first_nonce: 0,
+            echo_nonce: false,
             mobility: MobilityConfig {
                 ranges: vec![DynamicEidRange {
                     prefix: "10.1.9.0/24".parse().unwrap(),

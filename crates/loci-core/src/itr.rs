@@ -38,6 +38,7 @@ use loci_wire::{Action, Address, MapRecord, Wire};
 use rand::rngs::StdRng;
 use rand::RngCore;
 
+use crate::echo_nonce::{EchoConfig, EchoNonce};
 use crate::eid::EidPrefix;
 use crate::locator::Rloc;
 use crate::map_cache::{CacheEvent, MapCache, MapCacheConfig, MapCacheReader, Mapping};
@@ -84,6 +85,9 @@ pub struct ItrConfig {
     pub probing: Option<ProbingConfig>,
     /// A Proxy-ITR (RFC 6832): Map-Requests carry the P bit.
     pub pitr: bool,
+    /// Echo-nonce ([`crate::echo_nonce`]); `None`: off. Acts only with probing on, which
+    /// brings back the locators it marks down.
+    pub echo_nonce: Option<EchoConfig>,
 }
 
 impl Default for ItrConfig {
@@ -106,6 +110,7 @@ impl Default for ItrConfig {
             resolver_return: Duration::from_secs(60),
             probing: None,
             pitr: false,
+            echo_nonce: None,
         }
     }
 }
@@ -223,6 +228,7 @@ pub struct Itr {
     subscriptions: PrefixTable<Subscription>,
     smr_limiter: KeyedLimiter<(IpAddr, EidPrefix)>,
     prober: Option<Prober>,
+    echo: Option<EchoNonce>,
 }
 
 /// A subscription (RFC 9437) as the ITR keeps it.
@@ -243,7 +249,9 @@ impl Itr {
         let tokens = f64::from(config.requests_per_second);
         let smr_limiter = KeyedLimiter::one_per(config.smr_interval, MAX_SMR_KEYS);
         let prober = config.probing.clone().map(Prober::new);
+        let echo = config.echo_nonce.clone().filter(|_| prober.is_some()).map(EchoNonce::new);
         Itr {
+            echo,
             subscriptions: PrefixTable::new(),
             smr_limiter,
             config,
@@ -264,6 +272,11 @@ impl Itr {
     /// RLOC probing, when configured.
     pub fn prober(&self) -> Option<&Prober> {
         self.prober.as_ref()
+    }
+
+    /// Echo-nonce, when configured.
+    pub fn echo_nonce(&self) -> Option<&EchoNonce> {
+        self.echo.as_ref()
     }
 
     /// Locator-status bits the data plane saw ([`crate::probing::status_bits_change`]).
@@ -324,7 +337,8 @@ impl Itr {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let pending = self.timers.peek().map(|Reverse((t, ..))| *t);
         let probe = self.prober.as_ref().and_then(Prober::poll_timeout);
-        [pending, self.cache.poll_timeout(), probe].into_iter().flatten().min()
+        let echo = self.echo.as_ref().and_then(EchoNonce::poll_timeout);
+        [pending, self.cache.poll_timeout(), probe, echo].into_iter().flatten().min()
     }
 
     /// The data plane found no usable mapping for `dst` (or one flagged send-map-request).
@@ -554,6 +568,9 @@ impl Itr {
         }
         if let Some(p) = &mut self.prober {
             p.handle_timeout(now, &mut self.cache, &self.config.rlocs, rng, io);
+            if let Some(e) = &mut self.echo {
+                e.handle_timeout(now, &mut self.cache, p, rng, io);
+            }
         }
         self.cache.publish();
     }
@@ -590,7 +607,7 @@ impl Itr {
         let bound = prefixes.iter().flatten().filter(|q| q.covers(&requested)).min_by_key(|q| q.prefix_len()).copied();
         for (rec, prefix) in reply.records.iter().zip(prefixes) {
             match prefix.filter(|q| bound.is_some_and(|b| b.covers(q))) {
-                Some(prefix) => self.install(now, prefix, rec, p.eid),
+                Some(prefix) => self.install(now, prefix, rec, p.eid, reply.echo_nonce_capable),
                 None => {
                     self.stats.records_refused += 1;
                     io.refuse(now, None, Drop::Unexpected, remote, "Map-Reply record outside the requested EID");
@@ -678,7 +695,7 @@ impl Itr {
                     self.stats.records_refused += 1;
                     continue;
                 }
-                self.install(now, prefix, rec, p.eid);
+                self.install(now, prefix, rec, p.eid, false);
                 if self.subscriptions.len() < self.config.cache.max_entries {
                     let s = Subscription { last_nonce: notify.nonce, map_server: remote.ip(), since: now };
                     self.subscriptions.insert(prefix, s);
@@ -717,7 +734,7 @@ impl Itr {
                     continue;
                 }
                 io.stats.mobility.publications_applied += 1;
-                self.install(now, prefix, rec, prefix.net.network());
+                self.install(now, prefix, rec, prefix.net.network(), false);
             }
             if !applied {
                 return;
@@ -755,12 +772,14 @@ impl Itr {
         covering.into_iter().find(|(_, s)| nonce > s.last_nonce && nonce - s.last_nonce < WINDOW).map(|(p, _)| p)
     }
 
-    fn install(&mut self, now: Instant, prefix: EidPrefix, rec: &MapRecord, eid: IpAddr) {
+    /// Caches `rec` for `prefix`; `echo_nonce`: the reply's E bit.
+    fn install(&mut self, now: Instant, prefix: EidPrefix, rec: &MapRecord, eid: IpAddr, echo_nonce: bool) {
         let rlocs: Vec<Rloc> = rec.locators.iter().filter_map(Rloc::from_wire).collect();
         let ttl = self.cache.ttl_from_minutes(rec.ttl);
         let mut m = Mapping::new(prefix, rlocs, rec.action, ttl, now);
         m.authoritative = rec.authoritative;
         m.map_version = rec.map_version;
+        m.echo_nonce = echo_nonce;
         if m.is_negative() {
             self.stats.negative_installed += 1;
         } else {

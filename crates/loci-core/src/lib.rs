@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod echo_nonce;
 pub mod eid;
 pub mod encap;
 pub mod etr;

@@ -60,6 +60,8 @@ pub struct Mapping {
     pub action: Action,
     pub authoritative: bool,
     pub map_version: u16,
+    /// The Map-Reply's E bit: the site echoes nonces (RFC 9300 §10.1).
+    pub echo_nonce: bool,
     pub ttl: Duration,
     pub installed: Instant,
     pub expires: Instant,
@@ -80,6 +82,7 @@ impl Mapping {
             action,
             authoritative: false,
             map_version: 0,
+            echo_nonce: false,
             ttl,
             installed: now,
             expires: now + ttl,
@@ -109,6 +112,7 @@ impl Mapping {
             action: self.action,
             authoritative: self.authoritative,
             map_version: self.map_version,
+            echo_nonce: self.echo_nonce,
             ttl: self.ttl,
             installed: self.installed,
             expires: self.expires,
@@ -402,6 +406,11 @@ impl MapCache {
     /// The snapshot last published.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// The generation of the last published snapshot.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     pub fn len(&self) -> usize {

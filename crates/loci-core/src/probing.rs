@@ -109,6 +109,9 @@ pub enum Unreachable {
     Icmp,
     /// The underlay has no route to the locator any more.
     RouteWithdrawn,
+    /// An echo-nonce request went unanswered while the peer sent us traffic
+    /// ([`crate::echo_nonce`]).
+    NoEcho,
 }
 
 impl Unreachable {
@@ -116,6 +119,7 @@ impl Unreachable {
         match self {
             Unreachable::Icmp => "icmp-unreachable",
             Unreachable::RouteWithdrawn => "route-withdrawn",
+            Unreachable::NoEcho => "no-echo",
         }
     }
 }
@@ -135,6 +139,8 @@ pub struct LocatorState {
     pub fast: bool,
     pub probes: u64,
     pub replies: u64,
+    /// Its last probe reply had the E bit: it echoes nonces (RFC 9300 §10.1).
+    pub echo_nonce: bool,
     /// When an unreachability hint last marked it down.
     last_hint: Option<Instant>,
     /// Recent probes (nonce, sent), oldest first; a reply to any of them counts.
@@ -218,6 +224,7 @@ impl Prober {
                     fast,
                     probes: 0,
                     replies: 0,
+                    echo_nonce: false,
                     last_hint: None,
                     outstanding: VecDeque::new(),
                     answered: true,
@@ -333,6 +340,7 @@ impl Prober {
         s.misses = 0;
         s.answered = true;
         s.replies += 1;
+        s.echo_nonce = reply.echo_nonce_capable;
         self.stats.replies += 1;
         if !s.up {
             s.up = true;
@@ -345,8 +353,8 @@ impl Prober {
         }
     }
 
-    /// A hint that locator `addr` is unreachable (ICMP unreachable, a route withdrawn: RFC 9300
-    /// §10). Hints are unauthenticated, so they only speed up what probing would find: the
+    /// A hint that locator `addr` is unreachable (ICMP unreachable, a route withdrawn, a nonce
+    /// not echoed: RFC 9300 §10). Hints are unauthenticated, so they only speed up what probing would find: the
     /// locator is marked down at once, and the next probe reply brings it back as after missed
     /// probes. Only for locators in the map-cache, at most once per probe interval each.
     /// Replies to probes sent before the hint no longer count: they may predate the failure.
@@ -365,8 +373,10 @@ impl Prober {
             self.stats.hints_unknown += 1;
             return false;
         };
+        // Echo-nonce keeps its own counters; these are the underlay's hints.
+        let hint = reason != Unreachable::NoEcho;
         if !s.up || s.last_hint.is_some_and(|t| now.saturating_duration_since(t) < interval) {
-            self.stats.hints_ignored += 1;
+            self.stats.hints_ignored += u64::from(hint);
             return false;
         }
         s.up = false;
@@ -376,7 +386,7 @@ impl Prober {
         for (n, _) in s.outstanding.drain(..) {
             self.nonces.remove(&n);
         }
-        self.stats.hints_applied += 1;
+        self.stats.hints_applied += u64::from(hint);
         self.stats.downs += 1;
         let n = cache.set_locator_down(addr, true);
         cache.publish();

@@ -268,12 +268,16 @@ impl Sim {
 
     /// Cuts (or, with `false`, restores) the path between two members.
     pub fn partition(&mut self, a: Id, b: Id, cut: bool) {
-        for k in [(a, b), (b, a)] {
-            if cut {
-                self.partitioned.insert(k);
-            } else {
-                self.partitioned.remove(&k);
-            }
+        self.partition_one_way(a, b, cut);
+        self.partition_one_way(b, a, cut);
+    }
+
+    /// Cuts (or restores) only what `from` sends to `to`.
+    pub fn partition_one_way(&mut self, from: Id, to: Id, cut: bool) {
+        if cut {
+            self.partitioned.insert((from, to));
+        } else {
+            self.partitioned.remove(&(from, to));
         }
     }
 

@@ -94,6 +94,7 @@ pub fn etr(name: &str, ms: &str, key: &[u8], database: Vec<(&str, Vec<Locator>)>
             record_ttl: 1440,
             first_nonce: 0,
             mobility: Default::default(),
+            echo_nonce: false,
         }),
         itr: None,
         limits: Limits::default(),

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Instant;
 
+use loci_core::echo_nonce::EchoTable;
 use loci_core::encap::{decapsulate_payload, encapsulate_payload, source_port, LocalRlocs, OuterHeader};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
@@ -109,6 +110,8 @@ pub struct DataPlane {
     reader: Option<MapCacheReader>,
     /// The ETR's away entries (none: the node has no ETR role).
     away: Option<MapCacheReader>,
+    /// Echo-nonce's per-locator slots (none: off).
+    echo: Option<EchoTable>,
     workers: BTreeMap<u32, Worker>,
     families: Families,
     src_v4: Option<IpAddr>,
@@ -120,12 +123,18 @@ pub struct DataPlane {
     counters: Counters,
 }
 
+/// The node's echo-nonce slots, when it does echo-nonce.
+fn echo_table(node: &Node) -> Option<EchoTable> {
+    node.itr().and_then(|i| i.echo_nonce()).map(|e| e.table())
+}
+
 impl DataPlane {
     pub(crate) fn new(rlocs: &[IpAddr], node: &Node) -> Self {
         let families = Families::of(rlocs);
         DataPlane {
             reader: node.itr().map(|i| i.reader()),
             away: node.away_reader(),
+            echo: echo_table(node),
             workers: BTreeMap::new(),
             families,
             src_v4: rlocs.iter().copied().find(IpAddr::is_ipv4),
@@ -140,6 +149,7 @@ impl DataPlane {
     pub(crate) fn attach(&mut self, node: &Node) {
         self.reader = node.itr().map(|i| i.reader());
         self.away = node.away_reader();
+        self.echo = echo_table(node);
     }
 
     /// PETRs and relaying (the `petr` key and role); a PETR serves the instances it relays in.
@@ -278,7 +288,8 @@ impl DataPlane {
         let mut buf = vec![0u8; HEADER_LEN + p.len()];
         buf[HEADER_LEN..].copy_from_slice(p);
         let inner = HEADER_LEN..buf.len();
-        let payload = encapsulate_payload(&mut buf, inner, iid, None).ok()?;
+        let nonce = self.echo.as_ref().and_then(|e| e.outgoing(rloc));
+        let payload = encapsulate_payload(&mut buf, inner, iid, nonce).ok()?;
         let data = &buf[payload.range];
         Some(udp_datagram(src, sport, rloc, LISP_DATA_PORT, data, payload.ttl, payload.tos))
     }
@@ -303,6 +314,9 @@ impl DataPlane {
         let outer = OuterHeader { src: s.src, dst: s.dst, ttl: s.ttl, tos: s.tos, src_port, dst_port };
         match decapsulate_payload(payload, &outer, &self.filter) {
             Ok(d) => {
+                if let Some(e) = &self.echo {
+                    e.incoming(outer.src, &d.lisp);
+                }
                 let inner = &payload[d.inner];
                 let relay = match packet::addresses(inner) {
                     Some((src, dst)) => self.proxy.relay.check(d.iid, src, dst),

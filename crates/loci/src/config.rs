@@ -1348,6 +1348,7 @@ impl<'a> Ctx<'a> {
             record_ttl,
             first_nonce: 0,
             mobility,
+            echo_nonce: false,
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
     }
