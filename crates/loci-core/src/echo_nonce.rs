@@ -172,6 +172,19 @@ pub struct EchoState {
     requests_in: (u64, Instant),
 }
 
+impl EchoState {
+    /// For `loci show rlocs`: requesting, verified (last request echoed), failed (the last
+    /// ones were not), or idle (nothing concluded yet).
+    pub fn state(&self) -> &'static str {
+        match (self.phase, self.failures, self.last_echo) {
+            (Phase::First | Phase::Second { .. }, ..) => "requesting",
+            (Phase::Idle, 0, Some(_)) => "verified",
+            (Phase::Idle, 0, None) => "idle",
+            (Phase::Idle, ..) => "failed",
+        }
+    }
+}
+
 pub struct EchoNonce {
     config: EchoConfig,
     table: EchoTable,

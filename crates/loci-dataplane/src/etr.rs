@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use loci_core::echo_nonce::EchoTable;
 use loci_core::encap::{decapsulate_payload, DecapDrop, LocalRlocs, OuterHeader};
 use loci_core::petr::RelayPolicy;
 
@@ -49,6 +50,8 @@ pub struct Worker {
     stop: Arc<AtomicBool>,
     /// Host mobility: re-encapsulates packets for hosts that moved away.
     pub away: Option<crate::away::AwayForwarder>,
+    /// Echo-nonce, when configured: notes the nonces peers send.
+    pub echo: Option<EchoTable>,
 }
 
 /// One instance's TUN device and the inner packets waiting for it, each at
@@ -141,7 +144,18 @@ impl Worker {
             })
             .collect();
         let relay = config.proxy.relay.clone();
-        Ok(Worker { socket, local, filter, relay, status: None, tuns, counters: Arc::default(), stop, away: None })
+        Ok(Worker {
+            socket,
+            local,
+            filter,
+            relay,
+            status: None,
+            tuns,
+            counters: Arc::default(),
+            stop,
+            away: None,
+            echo: None,
+        })
     }
 
     pub fn counters(&self) -> Arc<Counters> {
@@ -212,6 +226,9 @@ impl Worker {
         }
         if let Some(w) = &mut self.status {
             w.check(d.iid, &payload[d.inner.clone()], d.outer.src, d.lisp.lsb);
+        }
+        if let Some(e) = &self.echo {
+            e.incoming(d.outer.src, &d.lisp);
         }
         let inner = &payload[d.inner];
         if self.away.as_mut().is_some_and(|a| a.redirect(d.iid, inner, outer.src)) {

@@ -17,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use loci_core::echo_nonce::EchoTable;
 use loci_core::encap::{encapsulate_payload, Payload};
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{flow_hash, Families};
@@ -71,6 +72,8 @@ pub struct Worker {
     counters: Arc<Counters>,
     stop: Arc<AtomicBool>,
     wake: Arc<InterruptEvent>,
+    /// Echo-nonce, when configured: the nonce each packet to a locator carries.
+    pub echo: Option<EchoTable>,
 }
 
 /// A raw socket that sends whole IP packets (headers included) of one family.
@@ -115,6 +118,7 @@ impl Worker {
             counters: Arc::default(),
             stop: dp.stop.clone(),
             wake: dp.wake.clone(),
+            echo: None,
         })
     }
 
@@ -207,7 +211,8 @@ impl Worker {
             self.counters.drop_packet(Drop::EncapFailed);
             return;
         };
-        match encapsulate_payload(buf, inner, self.iid, None) {
+        let nonce = self.echo.as_ref().and_then(|e| e.outgoing(rloc));
+        match encapsulate_payload(buf, inner, self.iid, nonce) {
             Ok(p) => self.batch.push(i, p, SocketAddr::new(rloc, LISP_DATA_PORT), socket),
             Err(_) => self.counters.drop_packet(Drop::EncapFailed),
         }

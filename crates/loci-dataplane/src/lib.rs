@@ -54,6 +54,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use ipnet::IpNet;
+use loci_core::echo_nonce::EchoTable;
 use loci_core::map_cache::MapCacheReader;
 
 pub use away::{Away, AwayCounters, AwayPacket, AwaySink};
@@ -142,6 +143,19 @@ pub struct TunInfo {
     pub mtu: u16,
 }
 
+/// What the data plane does besides forwarding, when the node asks for it.
+#[derive(Default)]
+pub struct Hooks {
+    /// The ETR re-encapsulates packets for hosts that moved away (host mobility, [`away`]).
+    pub away: Option<(Away, Arc<AwayCounters>)>,
+    /// The ETR reports locator-status bits here (private underlays only, RFC 9300 §10; needs
+    /// the ITR's map-cache).
+    pub status: Option<StatusSink>,
+    /// Echo-nonce (RFC 9300 §10.1): the ITR puts nonces in its packets, the ETR notes those
+    /// it receives.
+    pub echo: Option<EchoTable>,
+}
+
 /// The running data plane. Dropping it stops the workers (and closes the TUN devices, which
 /// takes their routes with them).
 pub struct DataPlane {
@@ -156,19 +170,17 @@ impl DataPlane {
     /// Creates the TUN devices, routes and sockets and starts the workers. The ITR needs the
     /// map-cache `reader` and the `misses` sink.
     pub fn start(config: &Config, reader: Option<MapCacheReader>, misses: MissSink) -> Result<DataPlane, Error> {
-        Self::start_with(config, reader, misses, None, None)
+        Self::start_with(config, reader, misses, Hooks::default())
     }
 
-    /// [`DataPlane::start`], with the ETR re-encapsulating packets for hosts that moved away
-    /// (host mobility, [`away`]) and reporting locator-status bits to `status` (when
-    /// configured: private underlays only, RFC 9300 §10; needs the ITR's map-cache).
+    /// [`DataPlane::start`], with the optional parts of [`Hooks`].
     pub fn start_with(
         config: &Config,
         reader: Option<MapCacheReader>,
         misses: MissSink,
-        away: Option<(Away, Arc<AwayCounters>)>,
-        status: Option<StatusSink>,
+        hooks: Hooks,
     ) -> Result<DataPlane, Error> {
+        let Hooks { away, status, echo } = hooks;
         if config.itr && reader.is_none() {
             return Err(Error::Config("the ITR data plane needs the map-cache".into()));
         }
@@ -208,6 +220,7 @@ impl DataPlane {
                     w.away = Some(away::AwayForwarder::new(a.clone(), &config.rlocs, c.clone())?);
                 }
                 w.status = status.clone().zip(reader.clone()).map(|(s, r)| status::StatusWatch::new(r, s));
+                w.echo = echo.clone();
                 dp.spawn(format!("loci-etr-{rloc}"), w.counters(), move || w.run())?;
             }
         }
@@ -217,7 +230,7 @@ impl DataPlane {
                     .map_err(|e| Error::Socket { what: "UDP sockets for encapsulation".into(), source: e })?,
             );
             for (inst, dev) in &devices {
-                let w = itr::Worker::new(
+                let mut w = itr::Worker::new(
                     inst.iid,
                     dev.clone(),
                     config,
@@ -226,6 +239,7 @@ impl DataPlane {
                     misses.clone(),
                     &dp,
                 )?;
+                w.echo = echo.clone();
                 dp.spawn(format!("loci-itr-{}", inst.tun), w.counters(), move || w.run())?;
             }
         }

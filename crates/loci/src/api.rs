@@ -194,6 +194,17 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
             m.insert(k.into(), n.into());
         }
     }
+    if let (Some(e), Some(m)) = (itr.echo_nonce(), v.as_object_mut()) {
+        let e = e.stats();
+        for (k, n) in [
+            ("echo_requests", e.requests),
+            ("echo_echoed", e.echoed),
+            ("echo_failed", e.failed),
+            ("echo_inconclusive", e.inconclusive),
+        ] {
+            m.insert(k.into(), n.into());
+        }
+    }
     v
 }
 
@@ -397,6 +408,11 @@ async fn rlocs(State(shared): State<Arc<Shared>>) -> ApiResult {
                         "probes": l.probes,
                         "replies": l.replies,
                         "entries": cache.locator_uses(a),
+                        "echo": itr.echo_nonce().and_then(|e| e.locator(a)).map(|e| json!({
+                            "state": e.state(),
+                            "last_echo_secs_ago": e.last_echo.map(|t| now.saturating_duration_since(t).as_secs()),
+                            "failures": e.failures,
+                        })),
                     });
                     (a, row)
                 })

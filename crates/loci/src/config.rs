@@ -37,6 +37,9 @@
 //!   one Map-Request per second; shorter intervals only through `[xtr.probing.fast-failover]`,
 //!   which names its peers: `interval-ms` 200, `misses-to-down` 3); `locator-status-bits` off
 //!   (RFC 9300 §10: private underlays only).
+//! - `[xtr.echo-nonce]` (RFC 9300 §10.1; private underlays only, and needs the itr and etr
+//!   roles and probing): off; `enabled = true` sets the E bit in our Map-Replies and requests
+//!   echoes from locators that set it, `interval-ms` 1000 between requests, `timeout-ms` 500.
 //! - `node.metrics`: off; an `address:port` serves Prometheus metrics on `/metrics`.
 //! - Proxies (RFC 6832): `xtr.petr` (itr and pitr roles) lists Proxy-ETRs; traffic whose
 //!   map-cache entry says native-forward is encapsulated to one of them (by flow) instead.
@@ -67,6 +70,7 @@ use loci_core::config::{
     DatabaseMapping, DynamicEidRange, EtrConfig, Gateway, Limits, MapResolverConfig, MapServerConfig, MapServerPeer,
     MobilityConfig, MobilityMode, NodeConfig, PubSubPolicy, RegisterPeer, SiteConfig, SiteEidPrefix,
 };
+use loci_core::echo_nonce::EchoConfig;
 use loci_core::eid::EidPrefix;
 use loci_core::probing::{FastFailover, ProbingConfig};
 use loci_wire::auth::{Algorithm, Coverage, KeyRing, MacLength, SendPolicy};
@@ -408,6 +412,7 @@ struct RawXtr {
     pubsub: Option<RawAuth>,
     data_plane: Option<RawDataPlane>,
     probing: Option<RawProbing>,
+    echo_nonce: Option<RawEchoNonce>,
     mobility: Option<RawMobility>,
     /// Proxy-ETRs for non-LISP destinations (RFC 6832).
     #[serde(default)]
@@ -480,6 +485,16 @@ struct RawProbing {
     #[serde(default)]
     locator_status_bits: bool,
     fast_failover: Option<RawFastFailover>,
+}
+
+/// `[xtr.echo-nonce]` (RFC 9300 §10.1).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawEchoNonce {
+    #[serde(default)]
+    enabled: bool,
+    interval_ms: Option<u64>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -1318,6 +1333,7 @@ impl<'a> Ctx<'a> {
                 c.cache.max_entries = n;
             }
             c.probing = self.probing(raw.probing.as_ref())?;
+            c.echo_nonce = self.echo_nonce(raw.echo_nonce.as_ref(), is_etr, c.probing.is_some())?;
             itr = Some(c);
         } else if raw.pubsub.is_some() {
             return Err(self.err("xtr.pubsub", "only the itr role subscribes"));
@@ -1325,6 +1341,8 @@ impl<'a> Ctx<'a> {
             return Err(self.err("xtr.map-cache-size", "only the itr role has a map-cache"));
         } else if raw.probing.is_some() {
             return Err(self.err("xtr.probing", "only the itr role probes locators"));
+        } else if raw.echo_nonce.as_ref().is_some_and(|e| e.enabled) {
+            return Err(self.err("xtr.echo-nonce", "echo-nonce needs the itr and etr roles on one node"));
         }
 
         let xtr_id = match &raw.xtr_id {
@@ -1348,7 +1366,7 @@ impl<'a> Ctx<'a> {
             record_ttl,
             first_nonce: 0,
             mobility,
-            echo_nonce: false,
+            echo_nonce: itr.as_ref().is_some_and(|i| i.echo_nonce.is_some()),
         });
         Ok(Xtr { etr, itr, map_resolvers, data_plane })
     }
@@ -1546,6 +1564,36 @@ impl<'a> Ctx<'a> {
                 fast.peers.push(ip);
             }
             c.fast = Some(fast);
+        }
+        Ok(Some(c))
+    }
+
+    /// `[xtr.echo-nonce]`: off unless `enabled = true`; needs both xTR roles (the peer's nonce
+    /// comes back on our own traffic) and probing (which brings back what it marks down).
+    fn echo_nonce(&self, raw: Option<&RawEchoNonce>, xtr: bool, probing: bool) -> Result<Option<EchoConfig>> {
+        let Some(raw) = raw.filter(|r| r.enabled) else { return Ok(None) };
+        if !xtr {
+            return Err(self.err("xtr.echo-nonce", "echo-nonce needs the itr and etr roles on one node"));
+        }
+        if !probing {
+            return Err(self.err(
+                "xtr.echo-nonce",
+                "echo-nonce needs [xtr.probing] on: probes bring back the locators it marks down",
+            ));
+        }
+        let mut c = EchoConfig::default();
+        let ms = |field: &str, v: u64, min: u64| {
+            if (min..=MAX_LIMIT_SECS * 1000).contains(&v) {
+                Ok(Duration::from_millis(v))
+            } else {
+                Err(self.err(field, format!("{v} is out of range {min}-{}", MAX_LIMIT_SECS * 1000)))
+            }
+        };
+        if let Some(v) = raw.interval_ms {
+            c.interval = ms("xtr.echo-nonce.interval-ms", v, 100)?;
+        }
+        if let Some(v) = raw.timeout_ms {
+            c.timeout = ms("xtr.echo-nonce.timeout-ms", v, 20)?;
         }
         Ok(Some(c))
     }
@@ -2527,6 +2575,30 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         assert_eq!(check(&with("127.0.0.1:9100")).expect("valid").node.metrics, "127.0.0.1:9100".parse().ok());
         fails(&with("127.0.0.1"), 3, "node.metrics", "not an address:port");
         fails(&with("[::1]:0"), 3, "node.metrics", "port must not be 0");
+    }
+
+    #[test]
+    fn echo_nonce() {
+        let parsed = |text: &str| check(text).expect("valid").core;
+        // Off by default: no E bit in our Map-Replies, no requests.
+        let c = parsed(XTR);
+        assert!(c.itr.expect("itr").echo_nonce.is_none() && !c.etr.expect("etr").echo_nonce);
+        let echo = |body: &str| format!("{XTR}[xtr.echo-nonce]\n{body}\n");
+        let c = parsed(&echo("enabled = true\ninterval-ms = 2000\ntimeout-ms = 300"));
+        let e = c.itr.expect("itr").echo_nonce.expect("echo-nonce");
+        assert_eq!((e.interval, e.timeout), (Duration::from_secs(2), Duration::from_millis(300)));
+        assert!(c.etr.expect("etr").echo_nonce, "the E bit in our Map-Replies");
+        assert!(parsed(&echo("enabled = false")).itr.expect("itr").echo_nonce.is_none());
+        fails(&echo("enabled = true\ninterval-ms = 10"), 14, "xtr.echo-nonce.interval-ms", "out of range 100-");
+        fails(&echo("enabled = true\ntimeout-ms = 0"), 14, "xtr.echo-nonce.timeout-ms", "out of range 20-");
+        fails(&echo("enabled = true\ntimeout = 3"), 14, "xtr.echo-nonce.timeout", "unknown field");
+        let no_probing = format!("{XTR}[xtr.probing]\nenabled = false\n[xtr.echo-nonce]\nenabled = true\n");
+        fails(&no_probing, 14, "xtr.echo-nonce", "needs [xtr.probing] on");
+        let itr_only = XTR
+            .replace("[\"itr\", \"etr\"]", "[\"itr\"]")
+            .replace("database = [{ prefix = \"10.1.1.0/24\", rlocs = [{ address = \"203.0.113.1\" }] }]", "")
+            .replace("[[xtr.instance]]", "rlocs = [\"192.0.2.1\"]\n[[xtr.instance]]");
+        fails(&format!("{itr_only}[xtr.echo-nonce]\nenabled = true\n"), 13, "xtr.echo-nonce", "itr and etr roles");
     }
 
     #[test]

@@ -102,6 +102,12 @@ fn record(node: &Node, data_plane: Option<&loci_dataplane::Stats>, uptime: Durat
     gauge!("loci_map_cache_entries").set(itr.map_cache().len() as f64);
     counter!("loci_map_cache_misses_total").absolute(st.misses);
     counter!("loci_map_requests_timed_out_total").absolute(st.timeouts);
+    if let Some(e) = itr.echo_nonce() {
+        let es = e.stats();
+        for (outcome, n) in [("echoed", es.echoed), ("failed", es.failed), ("inconclusive", es.inconclusive)] {
+            counter!("loci_echo_nonce_requests_total", "outcome" => outcome).absolute(n);
+        }
+    }
     let Some(prober) = itr.prober() else { return };
     let ps = prober.stats();
     counter!("loci_rloc_failovers_total").absolute(ps.downs);

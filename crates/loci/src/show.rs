@@ -172,10 +172,15 @@ pub fn rlocs(v: &Value) -> String {
                 l["since_secs"].as_u64().map_or("-".into(), |n| format!("{n}s ago")),
                 s(&l["probes"]),
                 s(&l["entries"]),
+                match (l["echo"]["state"].as_str(), l["echo"]["last_echo_secs_ago"].as_u64()) {
+                    (Some(st), Some(ago)) => format!("{st} ({ago}s ago)"),
+                    (Some(st), None) => st.into(),
+                    _ => "-".into(),
+                },
             ]
         })
         .collect();
-    table(&["LOCATOR", "STATE", "LAST PROBE RTT", "SINCE", "PROBES", "ENTRIES"], &rows)
+    table(&["LOCATOR", "STATE", "LAST PROBE RTT", "SINCE", "PROBES", "ENTRIES", "ECHO-NONCE"], &rows)
 }
 
 pub fn dynamic_eids(v: &Value) -> String {

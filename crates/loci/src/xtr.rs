@@ -40,8 +40,10 @@ pub fn start(
     } else {
         (None, None)
     };
-    let dp = DataPlane::start_with(cfg, reader, sink, away, status_sink)
-        .context("cannot start the data plane (needs CAP_NET_ADMIN)")?;
+    let echo = node.itr().and_then(|i| i.echo_nonce()).map(|e| e.table());
+    let hooks = loci_dataplane::Hooks { away, status: status_sink, echo };
+    let dp =
+        DataPlane::start_with(cfg, reader, sink, hooks).context("cannot start the data plane (needs CAP_NET_ADMIN)")?;
     Ok((dp, rx, status_rx))
 }
 

@@ -294,7 +294,8 @@ impl Lab {
         self.dir.path().join(name)
     }
 
-    fn write_configs(&self) {
+    /// The Map-Server's and both xTRs' configs; `echo_nonce`: the xTRs do echo-nonce.
+    fn write_configs(&self, echo_nonce: bool) {
         let site = |name: &str, key: &str, s: &Site| {
             let prefixes: Vec<String> = IIDS
                 .iter()
@@ -322,7 +323,8 @@ impl Lab {
                 "[node]\nname = \"{name}\"\napi-socket = \"{name}.sock\"\nstate-dir = \"{name}-state\"\n\
                  [xtr]\nroles = [\"itr\", \"etr\"]\n\
                  map-servers = [{{ address = \"203.0.113.10\", auth = {{ algorithm = \"hmac-sha256-128\", key = \"{key}\" }} }}]\n\
-                 map-resolvers = [\"203.0.113.10\"]\nrlocs = [\"{}\", \"{}\"]\n",
+                 map-resolvers = [\"203.0.113.10\"]\nrlocs = [\"{}\", \"{}\"]\n\
+                 [xtr.echo-nonce]\nenabled = {echo_nonce}\n",
                 local.rloc4, local.rloc6
             );
             for &(iid, v6) in &IIDS {
@@ -432,7 +434,7 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
         return;
     }
     let mut lab = Lab::build();
-    lab.write_configs();
+    lab.write_configs(true);
     // A capture of the underlay between xTR-A and the router, for the whole run.
     let pcap = lab.path("underlay.pcapng");
     let pcap_s = pcap.to_str().expect("utf-8").to_string();
@@ -508,6 +510,23 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
         assert!(r["state"] == "up" && r["rtt_ms"].is_f64() && r["replies"].as_u64() >= Some(1), "{r:#}");
     }
 
+    // Echo-nonce (configured on this private underlay): the peer's locators of both families
+    // have echoed our nonces.
+    for rloc in [SITE_B.rloc4, SITE_B.rloc6] {
+        let echoed = || {
+            let rlocs = lab.show(&xa, "xa", "rlocs");
+            let r = rlocs.as_array().and_then(|a| a.iter().find(|r| r["locator"] == rloc)).cloned();
+            r.is_some_and(|r| r["echo"]["last_echo_secs_ago"].is_u64() && r["echo"]["failures"] == 0)
+        };
+        // Ping keeps traffic flowing both ways while the next request goes out.
+        let (a, dst) = (lab.host('a', if rloc.contains(':') { 200 } else { 100 }), SITE_B.host4());
+        lab.wait_for(&format!("an echoed nonce from {rloc}"), Duration::from_secs(10), || {
+            ping_ok(a, &dst, 3) && echoed()
+        });
+    }
+    let stats = lab.show(&xa, "xa", "stats")["itr"].clone();
+    assert!(stats["echo_echoed"].as_u64() >= Some(2) && stats["echo_failed"] == 0, "{stats:#}");
+
     // Every captured packet decodes cleanly, and LISP data of both families is there.
     capture.stop();
     let bad = tshark(&["-n", "-r", &pcap_s, "-Y", "_ws.malformed || _ws.expert.severity >= 8388608"]);
@@ -524,6 +543,17 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
             assert!(stacks.lines().any(|l| l.contains(&stack)), "no {stack} in the capture");
         }
     }
+    // Echo-nonce on the wire: xTR-A's requests (N and E) and xTR-B's echoes of them (N alone),
+    // and the E bit in the probe replies that said both echo.
+    let field = |filter: &str| tshark(&["-n", "-r", &pcap_s, "-Y", filter, "-T", "fields", "-e", "lisp-data.nonce"]);
+    let asked = field(&format!("lisp-data.flags.enr == 1 && ip.src == {}", SITE_A.rloc4));
+    let echoed =
+        field(&format!("lisp-data.flags.nonce == 1 && lisp-data.flags.enr == 0 && ip.src == {}", SITE_B.rloc4));
+    let asked: std::collections::HashSet<&str> = asked.lines().collect();
+    assert!(!asked.is_empty(), "no echo-nonce request in the capture");
+    assert!(echoed.lines().any(|n| asked.contains(n)), "no request of xTR-A echoed by xTR-B");
+    let enlr = tshark(&["-n", "-r", &pcap_s, "-Y", "lisp.mrep.flags.probe == 1 && lisp.mrep.flags.enlr == 1"]);
+    assert!(!enlr.trim().is_empty(), "no probe reply with the E bit");
     // The daemons stop cleanly on SIGTERM (data-plane workers included), and quickly.
     for p in &mut lab.procs {
         let t = Instant::now();
@@ -545,7 +575,7 @@ fn route_withdrawal_and_icmp_unreachable_mark_a_locator_down() {
         return;
     }
     let mut lab = Lab::build();
-    lab.write_configs();
+    lab.write_configs(false);
     let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
     lab.start(&ul, "ms");
     lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
