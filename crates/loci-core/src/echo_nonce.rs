@@ -346,3 +346,62 @@ impl EchoNonce {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// A table watching `peer`, requesting `request` (when given).
+    fn table(peer: IpAddr, request: Option<u32>) -> (EchoTable, Arc<EchoSlot>) {
+        let t = EchoTable::default();
+        let slot = Arc::new(EchoSlot::default());
+        if let Some(n) = request {
+            slot.request.store(SET | n, Relaxed);
+        }
+        t.slots.store(Arc::new(HashMap::from([(peer, slot.clone())])));
+        (t, slot)
+    }
+
+    fn header(nonce: u32, echo_request: bool) -> DataHeaderRepr {
+        DataHeaderRepr { nonce: Some(nonce), echo_nonce_request: echo_request, ..Default::default() }
+    }
+
+    #[test]
+    fn packets_carry_requests_echoes_or_both_in_turn() {
+        let peer = ip("203.0.113.1");
+        let (t, slot) = table(peer, None);
+        assert_eq!(t.outgoing(peer), None, "nothing asked, nothing owed");
+        assert_eq!(t.outgoing(ip("203.0.113.9")), None, "no slot");
+        slot.request.store(SET | 0x12_3456, Relaxed);
+        let ask = Some(Nonce { value: 0x12_3456, echo_request: true });
+        assert_eq!(t.outgoing(peer), ask);
+        // The peer asks too: its nonce and ours alternate.
+        t.incoming(peer, &header(0xab_cdef, true));
+        let echo = Some(Nonce { value: 0xab_cdef, echo_request: false });
+        let four: Vec<_> = (0..4).map(|_| t.outgoing(peer)).collect();
+        assert_eq!(four, [echo, ask, echo, ask]);
+        assert_eq!(slot.requests_out.load(Relaxed), 3, "only packets with our request count");
+        slot.request.store(0, Relaxed);
+        assert_eq!(t.outgoing(peer), echo, "only owed: every packet echoes");
+    }
+
+    #[test]
+    fn only_the_current_nonce_from_the_peer_counts_as_echoed() {
+        let peer = ip("2001:db8::1");
+        let (t, slot) = table(peer, Some(0x00_0042));
+        // From a stranger, the right nonce changes nothing (no slot).
+        t.incoming(ip("2001:db8::66"), &header(0x42, false));
+        t.incoming(peer, &header(0x43, false));
+        t.incoming(peer, &DataHeaderRepr::default());
+        assert_eq!(slot.echoed.load(Relaxed), 0);
+        assert_eq!(slot.packets_in.load(Relaxed), 2, "the peer's packets are counted");
+        // Only 24 bits travel.
+        t.incoming(peer, &header(0xff00_0042, false));
+        assert_eq!(slot.echoed.load(Relaxed), SET | 0x42);
+        assert_eq!(slot.owed.load(Relaxed), 0, "an echo asks for nothing");
+    }
+}
