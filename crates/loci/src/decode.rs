@@ -25,10 +25,10 @@ pub fn run(args: &[String], data: bool) -> anyhow::Result<()> {
             ControlMessage::parse_noting(&bytes).map(|(m, n)| format!("{}\n{m:#?}\nnotes: {n:?}", m.name()))
         };
         match result {
-            Ok(text) => println!("{text}"),
+            Ok(text) => crate::out(&format!("{text}\n"))?,
             Err(e) => {
                 failed += 1;
-                println!("malformed: {e}");
+                crate::out(&format!("malformed: {e}\n"))?;
             }
         }
     }

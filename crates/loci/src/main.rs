@@ -16,6 +16,7 @@ mod sys;
 mod underlay;
 mod xtr;
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -219,7 +220,8 @@ fn main() -> std::process::ExitCode {
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("loci: {e:#}");
+            // Not eprintln!: a closed stderr must not turn the error into a panic.
+            let _ = writeln!(std::io::stderr(), "loci: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -237,18 +239,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Check { config } => {
             let cfg = config::load(&config)?;
-            println!("{}: OK ({})", config.display(), config::summary(&cfg));
-            Ok(())
+            out(&format!("{}: OK ({})\n", config.display(), config::summary(&cfg)))
         }
         Command::Show { what, socket, config, iid, prefix, json } => {
             let socket = api_socket(socket, config.as_deref())?;
             let v = runtime()?.block_on(api::get(&socket, &what.api_path(iid, prefix.as_deref())))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                out(&(serde_json::to_string_pretty(&v)? + "\n"))
             } else {
-                print!("{}", what.render(&v));
+                out(&what.render(&v))
             }
-            Ok(())
         }
         Command::Lig { eid, mr, config, iid, port, timeout, json } => {
             // The node itself listens on its control port, other Map-Resolvers on 4342.
@@ -284,30 +284,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { scenario, list, json, svg, seed } => {
             if list {
                 let width = demo::SCENARIOS.iter().map(|s| s.name.len()).max().unwrap_or(0);
-                for s in demo::SCENARIOS {
-                    println!("{:<width$}  {}", s.name, s.about);
-                }
-                return Ok(());
+                let lines: String =
+                    demo::SCENARIOS.iter().map(|s| format!("{:<width$}  {}\n", s.name, s.about)).collect();
+                return out(&lines);
             }
             let names: Vec<&str> = demo::SCENARIOS.iter().map(|s| s.name).collect();
             let s = demo::find(&scenario)
                 .with_context(|| format!("no scenario {scenario:?}; scenarios: {}", names.join(", ")))?;
-            let out = (s.run)(seed);
+            let outcome = (s.run)(seed);
             if let Some(path) = svg {
-                std::fs::write(&path, demo::svg(s, seed, &out))
+                std::fs::write(&path, demo::svg(s, seed, &outcome))
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             let text = if json {
-                serde_json::to_string_pretty(&demo::json(s, seed, &out))? + "\n"
+                serde_json::to_string_pretty(&demo::json(s, seed, &outcome))? + "\n"
             } else {
-                demo::render(s, seed, &out)
+                demo::render(s, seed, &outcome)
             };
-            // `loci demo | head` is normal use: a closed pipe ends the output quietly.
-            match std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes()) {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                r => r.context("cannot write to stdout"),
-            }
+            out(&text)
         }
+    }
+}
+
+/// Writes `text` to standard output. `loci ... | head` is normal use: a closed pipe ends the
+/// output quietly (Rust ignores SIGPIPE, and `println!` would panic).
+pub fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("cannot write to stdout"),
     }
 }
 
@@ -316,15 +321,14 @@ fn ask(eid: &str, iid: u32, server: SocketAddr, encapsulate: bool, timeout: f64,
     let timeout = Duration::try_from_secs_f64(timeout).context("bad --timeout")?;
     let kind = if encapsulate { "Encapsulated Map-Request" } else { "Map-Request" };
     if !json {
-        println!("Send {kind} to {server} for {eid} ...");
+        out(&format!("Send {kind} to {server} for {eid} ...\n"))?;
     }
     let answer = runtime()?.block_on(lig::query(server, eid, encapsulate, timeout))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&lig::to_json(&answer))?);
+        out(&(serde_json::to_string_pretty(&lig::to_json(&answer))? + "\n"))
     } else {
-        print!("{}", lig::render(&eid, &answer));
+        out(&lig::render(&eid, &answer))
     }
-    Ok(())
 }
 
 /// The API socket to talk to: given, from a config file, or the only one in /run/loci.

@@ -73,3 +73,23 @@ fn prefix_with_host_bits() {
         "10.1.1.1/24 has host bits set; did you mean 10.1.1.0/24?",
     );
 }
+
+/// `loci ... | head` is normal use: a reader that goes away ends the output quietly, never in
+/// a panic (Rust ignores SIGPIPE, so writes fail with EPIPE instead of killing the process).
+#[test]
+fn closed_stdout_ends_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Enough lines ("malformed: ...") to fill the pipe after the reader left.
+    let hex = "0123";
+    let mut args = vec!["decode"];
+    args.extend(std::iter::repeat_n(hex, 2000));
+    let mut child =
+        Command::new(LOCI).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("spawn loci");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut first).expect("read");
+    assert!(!first.is_empty());
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.code().is_some_and(|c| c != 101), "{:?}: {}", out.status, text(&out.stderr));
+    assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
+}
