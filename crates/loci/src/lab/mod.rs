@@ -49,6 +49,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "non-lisp", file: "lab/non-lisp.toml", text: include_str!("../../../../lab/non-lisp.toml") },
     Scenario { name: "mtu", file: "lab/mtu.toml", text: include_str!("../../../../lab/mtu.toml") },
     Scenario { name: "failover", file: "lab/failover.toml", text: include_str!("../../../../lab/failover.toml") },
+    Scenario { name: "anycast", file: "lab/anycast.toml", text: include_str!("../../../../lab/anycast.toml") },
 ];
 
 /// How long a daemon may take to open its API socket.

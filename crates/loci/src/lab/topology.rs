@@ -661,6 +661,14 @@ mod tests {
     }
 
     #[test]
+    fn a_show_step_names_a_table() {
+        let text = include_str!("../../../../lab/anycast.toml");
+        let step = "table = \"stats\" }";
+        assert!(text.contains(step));
+        fails(&text.replace(step, "table = \"routes\" }"), "show.table: \"routes\" is not one of");
+    }
+
+    #[test]
     fn a_moved_host_must_own_the_port_and_announce_itself_by_arp() {
         let text = include_str!("../../../../lab/move-extended.toml");
         let step = "move = { host = \"h1\", address = \"10.1.9.10\"";
