@@ -381,3 +381,51 @@ fn locator_and_map_resolver_failover_within_targets() {
     assert!(last["first_reply_ms"].as_f64() <= Some(3000.0), "MR failover too slow: {last:#}");
     assert_gone(&run, &veths);
 }
+
+#[test]
+fn anycast_map_resolvers_answer_from_the_nearer_then_from_the_other() {
+    let Some(_one_lab) = runnable() else { return };
+    let veths = root_veths();
+    let (r, run) = lab_json("anycast");
+    let steps = r["steps"].as_array().expect("steps");
+    let pings: Vec<&Value> = steps.iter().filter_map(|s| s.get("ping")).collect();
+    assert_eq!(pings.len(), 3, "{r:#}");
+    for p in &pings {
+        assert_eq!(p["received"], p["sent"], "ping lost packets: {p:#}");
+    }
+    let requests = |stats: &Value| stats["received"]["Map-Request"].as_u64().unwrap_or(0);
+    // Before the withdrawal both ways of C1 <-> D1 resolved through the anycast address, and
+    // the metric-10 route took every Map-Request to MR1.
+    let shown = step(&r, "show").as_array().expect("show step");
+    let before = |node: &str| {
+        let s = shown.iter().find(|s| s["node"] == node).unwrap_or_else(|| panic!("{node} not shown: {r:#}"));
+        requests(&s["tables"]["stats"])
+    };
+    let (mr1_before, mr2_before) = (before("mr1"), before("mr2"));
+    assert!(mr1_before >= 2, "MR1 resolved C1 -> D1 and back: {shown:#?}");
+    assert_eq!(mr2_before, 0, "MR2 saw no Map-Request while MR1's route was up: {shown:#?}");
+    // After it: MR1 is out of reach (nothing more), and the same address reached MR2: D9's
+    // prefix (forwarded to xTR-D) and N1 (answered negatively by MR2 itself).
+    let (mr1, mr2) = (table(&r, "mr1", "stats"), table(&r, "mr2", "stats"));
+    assert_eq!(requests(&mr1), mr1_before, "{mr1:#}");
+    assert!(requests(&mr2) >= 2, "{mr2:#}");
+    assert!(mr2["forwarded_requests"].as_u64() >= Some(1), "{mr2:#}");
+    assert!(mr2["negative_replies"].as_u64() >= Some(1), "{mr2:#}");
+    // Issue 8: a new EID resolves within 3 s of the preferred resolver's loss.
+    let d9 = pings[1];
+    assert_eq!(d9["address"], "10.2.9.5", "{d9:#}");
+    let first = d9["first_reply_ms"].as_f64().expect("first reply");
+    println!("anycast: D9 answered {first:.0} ms after MR1's route was withdrawn (through MR2)");
+    assert!(first <= 3000.0, "resolution through MR2 took {first:.0} ms: {d9:#}");
+    // xTR-A took both answers (nonce-checked): D9's prefix, and a negative native-forward
+    // entry covering N1, whose pings were then forwarded natively and answered.
+    let cache = table(&r, "xa", "map-cache");
+    let entries = cache.as_array().expect("xTR-A's map-cache");
+    assert!(entries.iter().any(|e| e["prefix"] == "10.2.9.0/24" && e["negative"] == false), "{cache:#}");
+    let n1: std::net::IpAddr = "100.64.0.10".parse().expect("address");
+    let covers =
+        |e: &&Value| e["prefix"].as_str().and_then(|p| p.parse::<ipnet::IpNet>().ok()).is_some_and(|p| p.contains(&n1));
+    let neg = entries.iter().find(covers).unwrap_or_else(|| panic!("no entry for N1: {cache:#}"));
+    assert_eq!((&neg["negative"], &neg["action"]), (&Value::Bool(true), &Value::from("native-forward")), "{neg:#}");
+    assert_gone(&run, &veths);
+}

@@ -49,6 +49,7 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario { name: "non-lisp", file: "lab/non-lisp.toml", text: include_str!("../../../../lab/non-lisp.toml") },
     Scenario { name: "mtu", file: "lab/mtu.toml", text: include_str!("../../../../lab/mtu.toml") },
     Scenario { name: "failover", file: "lab/failover.toml", text: include_str!("../../../../lab/failover.toml") },
+    Scenario { name: "anycast", file: "lab/anycast.toml", text: include_str!("../../../../lab/anycast.toml") },
 ];
 
 /// How long a daemon may take to open its API socket.
@@ -384,6 +385,17 @@ impl<'t> Lab<'t> {
                     }
                     StepResult::Stop { node: node.clone() }
                 }
+                Step::Link { node, dev, up } => {
+                    let state = if *up { "up" } else { "down" };
+                    eprintln!("{dev} of {node} {state} ...");
+                    outage::Env::set_link(&*self, node, dev, *up)?;
+                    StepResult::Link { node: node.clone(), dev: dev.clone(), up: *up }
+                }
+                Step::Show { nodes, table } => {
+                    let w = topology::show_what(table).map_err(anyhow::Error::msg)?;
+                    let shows = nodes.iter().map(|n| self.node_show(n, &[w])).collect::<Result<_>>()?;
+                    StepResult::Show(shows)
+                }
                 Step::Mtu { from, address, size, count } => {
                     eprintln!("{size}-byte pings {from} -> {address}, with and without DF ...");
                     StepResult::Mtu(traffic::mtu(&self.ns(from), from, *address, *size, *count)?)
@@ -434,19 +446,12 @@ impl<'t> Lab<'t> {
             };
             steps.push(r);
         }
-        let mut shows = Vec::new();
-        for n in topo.nodes.iter().filter(|n| !n.show.is_empty()) {
-            let mut tables = Vec::new();
-            for &w in &n.show {
-                tables.push((w, self.show(&n.name, w)?));
-            }
-            shows.push(NodeShow {
-                node: n.name.clone(),
-                namespace: self.ns(&n.name),
-                socket: self.socket(&n.name),
-                tables,
-            });
-        }
+        let shows = topo
+            .nodes
+            .iter()
+            .filter(|n| !n.show.is_empty())
+            .map(|n| self.node_show(&n.name, &n.show))
+            .collect::<Result<_>>()?;
         Ok(Report {
             scenario: topo.name.clone(),
             about: topo.about.clone(),
@@ -456,6 +461,12 @@ impl<'t> Lab<'t> {
             steps,
             shows,
         })
+    }
+
+    /// The tables `what` of `node`'s daemon, now.
+    fn node_show(&self, node: &str, what: &[ShowWhat]) -> Result<NodeShow> {
+        let tables = what.iter().map(|&w| Ok((w, self.show(node, w)?))).collect::<Result<_>>()?;
+        Ok(NodeShow { node: node.to_string(), namespace: self.ns(node), socket: self.socket(node), tables })
     }
 
     fn counts<K: Clone>(&self, keys: &[K], f: impl Fn(&K) -> Result<u64>) -> Result<Vec<(K, u64)>> {
@@ -548,6 +559,8 @@ enum StepResult {
     Mtu(traffic::Mtu),
     Outage(outage::OutageResult),
     Stop { node: String },
+    Link { node: String, dev: String, up: bool },
+    Show(Vec<NodeShow>),
 }
 
 #[derive(Serialize)]
@@ -592,6 +605,17 @@ impl Serialize for NodeShow {
     }
 }
 
+impl NodeShow {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (w, v) in &self.tables {
+            out += &format!("\n{} ({}): loci show {}\n", self.node, self.namespace, show_name(*w));
+            out += &indent(&w.render(v));
+        }
+        out
+    }
+}
+
 fn show_name(w: ShowWhat) -> String {
     use clap::ValueEnum;
     w.to_possible_value().map_or_else(String::new, |v| v.get_name().to_string())
@@ -625,6 +649,15 @@ impl Report {
                     s
                 }
                 StepResult::Stop { node } => format!("stop         loci on {node}\n"),
+                StepResult::Link { node, dev, up } => {
+                    let what = if *up { "up, its routes back" } else { "down, its routes withdrawn" };
+                    format!("link         {dev} of {node} {what}\n")
+                }
+                StepResult::Show(shows) => {
+                    let names: Vec<&str> = shows.iter().map(|n| n.node.as_str()).collect();
+                    format!("show         {}:\n", names.join(", ")) + &shows.iter().map(NodeShow::render).collect::<String>()
+                        + "\n"
+                }
                 StepResult::Mtu(m) => format!(
                     "mtu          {} -> {}, {} bytes: DF set {}/{} answered, {} too-big (mtu {}), {} silent; DF clear {}/{} answered\n",
                     m.from, m.address, m.size, m.df.received, m.df.sent, m.df.too_big,
@@ -660,10 +693,7 @@ impl Report {
             };
         }
         for n in &self.shows {
-            for (w, v) in &n.tables {
-                out += &format!("\n{} ({}): loci show {}\n", n.node, n.namespace, show_name(*w));
-                out += &indent(&w.render(v));
-            }
+            out += &n.render();
         }
         out
     }

@@ -126,6 +126,11 @@ pub enum Step {
     Outage(super::outage::Outage),
     /// Stops the daemon of `node` (a Map-Resolver that fails, say).
     Stop { node: String },
+    /// Takes link device `dev` of `node` down (the kernel withdraws the node's routes through
+    /// it, as a routing protocol would on losing the neighbour) or back up (its routes return).
+    Link { node: String, dev: String, up: bool },
+    /// `loci show TABLE` of the daemons on `nodes` at this point of the run.
+    Show { nodes: Vec<String>, table: String },
     Mtu {
         from: String,
         address: IpAddr,
@@ -302,14 +307,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
         }
         let mut show = Vec::new();
         for (j, s) in n.show.iter().enumerate() {
-            use clap::ValueEnum;
-            let names: Vec<String> = ShowWhat::value_variants()
-                .iter()
-                .filter_map(|v| Some(v.to_possible_value()?.get_name().into()))
-                .collect();
-            let w = ShowWhat::from_str(s, false)
-                .map_err(|_| err(&format!("{at}.show[{j}]"), format!("{s:?} is not one of {}", names.join(", "))))?;
-            show.push(w);
+            show.push(show_what(s).map_err(|r| err(&format!("{at}.show[{j}]"), r))?);
         }
         let mut setup = Vec::new();
         for (j, c) in n.setup.iter().enumerate() {
@@ -417,6 +415,15 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             Err(err(field, format!("no daemon runs on {name}")))
         }
     };
+    // A device that is a link's end, at `at`.node and `at`.dev.
+    let link_end = |at: &str, node: &str, dev: &str| {
+        known(&format!("{at}.node"), node)?;
+        if links.iter().flat_map(|l| &l.ends).any(|e| e.node == node && e.dev == dev) {
+            Ok(())
+        } else {
+            Err(err(&format!("{at}.dev"), format!("{node} has no link device {dev:?}")))
+        }
+    };
     for (i, s) in raw.step.iter().enumerate() {
         let at = format!("step[{i}]");
         match s {
@@ -436,11 +443,7 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             }
             Step::Outage(o) => {
                 let at = format!("{at}.outage");
-                known(&format!("{at}.node"), &o.node)?;
-                let end = links.iter().flat_map(|l| &l.ends).any(|e| e.node == o.node && e.dev == o.dev);
-                if !end {
-                    return Err(err(&format!("{at}.dev"), format!("{} has no link device {:?}", o.node, o.dev)));
-                }
+                link_end(&at, &o.node, &o.dev)?;
                 if o.down_secs == 0 || o.down_secs > 30 || o.up_secs == 0 || o.up_secs > 30 {
                     return Err(err(&format!("{at}.down-secs"), "down-secs and up-secs: 1-30".into()));
                 }
@@ -454,6 +457,16 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
             }
             Step::Stop { node } => {
                 daemon_node(&format!("{at}.stop.node"), node)?;
+            }
+            Step::Link { node, dev, .. } => link_end(&format!("{at}.link"), node, dev)?,
+            Step::Show { nodes, table } => {
+                for (j, n) in nodes.iter().enumerate() {
+                    daemon_node(&format!("{at}.show.nodes[{j}]"), n)?;
+                }
+                if nodes.is_empty() {
+                    return Err(err(&format!("{at}.show.nodes"), "no node to ask".into()));
+                }
+                show_what(table).map_err(|r| err(&format!("{at}.show.table"), r))?;
             }
             Step::Mtu { from, address, size, count } => {
                 known(&format!("{at}.mtu.from"), from)?;
@@ -558,6 +571,16 @@ pub fn parse(name: &str, path: &Path, text: &str) -> Result<Topology, ConfigErro
     Ok(Topology { name: name.to_string(), about: raw.about, diagram: raw.diagram, nodes, links, steps: raw.step })
 }
 
+/// A `loci show` table by name.
+pub fn show_what(s: &str) -> Result<ShowWhat, String> {
+    use clap::ValueEnum;
+    ShowWhat::from_str(s, false).map_err(|_| {
+        let names: Vec<String> =
+            ShowWhat::value_variants().iter().filter_map(|v| Some(v.to_possible_value()?.get_name().into())).collect();
+        format!("{s:?} is not one of {}", names.join(", "))
+    })
+}
+
 /// Linux interface names: 1-15 bytes, no '/', whitespace or ':'.
 fn check_dev(dev: &str) -> Result<(), String> {
     if dev.is_empty() || dev.len() > 15 || dev.bytes().any(|b| b == b'/' || b == b':' || b.is_ascii_whitespace()) {
@@ -627,6 +650,22 @@ mod tests {
             "daemon.a.node.api-socket: the lab sets this",
         );
         fails(&format!("{BASE}[daemon.zz.node]\nname = \"x\"\n"), "daemon.zz: no node \"zz\"");
+        fails(
+            &format!("{BASE}[[step]]\nlink = {{ node = \"a\", dev = \"lo\", up = false }}\n"),
+            "t.toml:8: step[0].link.dev: a has no link device \"lo\"",
+        );
+        fails(
+            &format!("{BASE}[[step]]\nshow = {{ nodes = [\"a\"], table = \"stats\" }}\n"),
+            "step[0].show.nodes[0]: no daemon runs on a",
+        );
+    }
+
+    #[test]
+    fn a_show_step_names_a_table() {
+        let text = include_str!("../../../../lab/anycast.toml");
+        let step = "table = \"stats\" }";
+        assert!(text.contains(step));
+        fails(&text.replace(step, "table = \"routes\" }"), "show.table: \"routes\" is not one of");
     }
 
     #[test]
