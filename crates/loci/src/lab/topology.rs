@@ -119,9 +119,6 @@ pub enum Step {
     /// Host mobility: move a host between site bridges during a UDP stream and a TCP
     /// connection from a remote client (see [`super::moves`]).
     Move(Move),
-    /// Pings of `size` bytes (the whole IP packet) from `from` to `address`, `count` with DF
-    /// set and `count` that may be fragmented: each of the former must get a reply or an ICMP
-    /// too-big (RFC 9300 §7), never silence.
     /// Ping streams while a device is down and after it returns (see [`super::outage`]).
     Outage(super::outage::Outage),
     /// Stops the daemon of `node` (a Map-Resolver that fails, say).
@@ -131,6 +128,9 @@ pub enum Step {
     Link { node: String, dev: String, up: bool },
     /// `loci show TABLE` of the daemons on `nodes` at this point of the run.
     Show { nodes: Vec<String>, table: String },
+    /// Pings of `size` bytes (the whole IP packet) from `from` to `address`, `count` with DF
+    /// set and `count` that may be fragmented: each of the former must get a reply or an ICMP
+    /// too-big (RFC 9300 §7), never silence.
     Mtu {
         from: String,
         address: IpAddr,
