@@ -258,6 +258,8 @@ struct RawLimits {
     registration_timeout_secs: Option<u64>,
     register_interval_secs: Option<u64>,
     max_rate_limited_sources: Option<usize>,
+    etr_replies_per_source: Option<u32>,
+    etr_replies_per_second: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -820,6 +822,14 @@ impl<'a> Ctx<'a> {
         if let Some(v) = raw.max_rate_limited_sources {
             check("max-rate-limited-sources", v as u64, 1, u64::MAX)?;
             l.max_rate_limited_sources = v;
+        }
+        if let Some(v) = raw.etr_replies_per_source {
+            check("etr-replies-per-source", v.into(), 1, u32::MAX.into())?;
+            l.etr_replies_per_source = v;
+        }
+        if let Some(v) = raw.etr_replies_per_second {
+            check("etr-replies-per-second", v.into(), 1, u32::MAX.into())?;
+            l.etr_replies_per_second = v;
         }
         if l.register_interval >= l.registration_timeout {
             let field = if raw.register_interval_secs.is_some() {
@@ -1899,6 +1909,8 @@ map-reply-repeat-secs = 0
 registration-timeout-secs = 90
 register-interval-secs = 30
 max-rate-limited-sources = 7
+etr-replies-per-source = 8
+etr-replies-per-second = 9
 
 [map-server]
 max-registrations = 5
@@ -1935,6 +1947,7 @@ map-servers = [{ address = "192.0.2.10", eid-prefixes = ["10.0.0.0/8", "[1000]10
         );
         let l = &c.core.limits;
         assert_eq!((l.map_requests_per_source, l.map_registers_per_source, l.max_rate_limited_sources), (10, 20, 7));
+        assert_eq!((l.etr_replies_per_source, l.etr_replies_per_second), (8, 9));
         assert_eq!(
             (l.map_reply_repeat, l.registration_timeout, l.register_interval),
             (Duration::ZERO, Duration::from_secs(90), Duration::from_secs(30))
@@ -2606,6 +2619,9 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
             "limits.map-requests-per-source",
             "0 is out of range 1-",
         );
+        for field in ["etr-replies-per-source", "etr-replies-per-second"] {
+            fails(&format!("{MS}[limits]\n{field} = 0\n"), 8, &format!("limits.{field}"), "0 is out of range 1-");
+        }
         fails(
             &format!("{MS}[limits]\nregistration-timeout-secs = 100000000000\n"),
             8,
