@@ -431,3 +431,74 @@ fn spoofed_sources_meet_the_etrs_total_reply_limit() {
     assert!((190..=201).contains(&replies), "{replies}");
     assert_eq!(stats.dropped(Drop::RateLimited), 2000 - replies);
 }
+
+#[test]
+fn a_probe_rate_cap_defers_probes_without_marking_locators_down() {
+    const LOCATORS: u32 = 3000;
+    const CAP: u32 = 1000;
+    let mut sim = Sim::new(14);
+    sim.add_node(map_server("ms", vec![site("site-a", KEY, &["10.0.0.0/8"])]), &[ip("192.0.2.10")]);
+    // One ETR node answering on 3000 addresses: 12 prefixes of 250 locators each.
+    let addrs: Vec<String> = (0..LOCATORS).map(|i| std::net::Ipv4Addr::from(0x6440_0000 + i).to_string()).collect();
+    let prefixes: Vec<String> = (0..12).map(|k| format!("10.1.{k}.0/24")).collect();
+    let db = prefixes
+        .iter()
+        .zip(addrs.chunks(250))
+        .map(|(p, chunk)| (p.as_str(), chunk.iter().map(|a| rloc(a, 1, 1)).collect()))
+        .collect();
+    let mut cfg = etr("big", "192.0.2.10", KEY, db, 1);
+    // This ETR stands for 3000: the ITR probes it 1000 times a second from one address.
+    cfg.limits.etr_replies_per_source = 2 * CAP;
+    cfg.limits.etr_replies_per_second = 2 * CAP;
+    let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+    sim.add_node(cfg, &ips);
+    let probing = ProbingConfig { max_probes_per_second: CAP, ..Default::default() };
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(probing)), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    let start = sim.trace().len();
+    for k in 0..12 {
+        miss(&mut sim, itr, &format!("10.1.{k}.7"));
+    }
+    sim.run_for(Duration::from_secs(10));
+    let prober = sim.node(itr).itr().unwrap().prober().unwrap();
+    assert_eq!(prober.locators().count(), LOCATORS as usize);
+    // Probes: (sent, locator), in the order sent.
+    let probes: Vec<(Duration, std::net::IpAddr)> = sim.trace()[start..]
+        .iter()
+        .filter(|e| e.from == itr && peek_type(&e.data) == Ok(message_type::MAP_REQUEST))
+        .filter(|e| MapRequest::parse(&e.data).is_ok_and(|r| r.probe))
+        .map(|e| (e.sent, e.dst.ip()))
+        .collect();
+    // No second, wherever it starts, has more than the cap.
+    let mut busiest = 0;
+    let mut from = 0;
+    for to in 0..probes.len() {
+        while probes[to].0 - probes[from].0 >= Duration::from_secs(1) {
+            from += 1;
+        }
+        busiest = busiest.max(to + 1 - from);
+    }
+    // Every locator probed, none waiting more than 4 intervals between probes.
+    let mut last: std::collections::HashMap<std::net::IpAddr, Duration> = Default::default();
+    let mut longest = Duration::ZERO;
+    for (t, a) in &probes {
+        if let Some(prev) = last.insert(*a, *t) {
+            longest = longest.max(*t - prev);
+        }
+    }
+    let st = prober.stats();
+    eprintln!(
+        "{LOCATORS} locators, cap {CAP}/s: {} probes in 10 s, busiest second {busiest}, longest gap {longest:?}, \
+         {} deferred, {} misses",
+        probes.len(),
+        st.probes_deferred,
+        st.misses
+    );
+    assert!(busiest <= CAP as usize, "{busiest}");
+    assert!(probes.len() >= 9 * CAP as usize, "the cap is used: {}", probes.len());
+    assert_eq!(last.len(), LOCATORS as usize, "every locator probed");
+    assert!(longest <= Duration::from_secs(4), "{longest:?}");
+    assert!(st.probes_deferred > 0);
+    assert_eq!((st.misses, st.downs), (0, 0), "a deferred probe is no miss");
+    assert!(prober.locators().all(|(_, s)| s.up));
+}

@@ -83,6 +83,8 @@ pub const DEFAULT_RECORD_TTL: u32 = 1440;
 const MAX_KEY_FILE: u64 = 4096;
 /// Upper bound of every `*-secs` limit: one day.
 const MAX_LIMIT_SECS: u64 = 86_400;
+/// Upper bound of `xtr.probing.max-probes-per-second` (the pace is kept to the microsecond).
+const MAX_PROBES_PER_SECOND: u32 = 1_000_000;
 
 /// A parsed and validated configuration.
 #[derive(Debug, Clone)]
@@ -481,6 +483,7 @@ struct RawProbing {
     misses_to_down: Option<u32>,
     #[serde(default)]
     locator_status_bits: bool,
+    max_probes_per_second: Option<u32>,
     fast_failover: Option<RawFastFailover>,
 }
 
@@ -1525,6 +1528,15 @@ impl<'a> Ctx<'a> {
             c.misses_to_down = misses("xtr.probing.misses-to-down", v)?;
         }
         c.status_bits = raw.locator_status_bits;
+        if let Some(v) = raw.max_probes_per_second {
+            if !(1..=MAX_PROBES_PER_SECOND).contains(&v) {
+                return Err(self.err(
+                    "xtr.probing.max-probes-per-second",
+                    format!("{v} is out of range 1-{MAX_PROBES_PER_SECOND}"),
+                ));
+            }
+            c.max_probes_per_second = v;
+        }
         if let Some(f) = &raw.fast_failover {
             let at = "xtr.probing.fast-failover";
             let mut fast = FastFailover::new(Vec::new());
@@ -2509,10 +2521,11 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         assert_eq!(itr(XTR).probing, Some(ProbingConfig::default()));
         let text = format!(
             "{XTR}[xtr.probing]\ninterval-ms = 2000\nmisses-to-down = 4\nlocator-status-bits = true\n\
-             [xtr.probing.fast-failover]\npeers = [\"203.0.113.2\", \"2001:db8::2\"]\nmisses-to-down = 5\n"
+             max-probes-per-second = 300\n[xtr.probing.fast-failover]\npeers = [\"203.0.113.2\", \"2001:db8::2\"]\nmisses-to-down = 5\n"
         );
         let p = itr(&text).probing.expect("probing");
         assert_eq!((p.interval, p.misses_to_down, p.status_bits), (Duration::from_secs(2), 4, true));
+        assert_eq!(p.max_probes_per_second, 300);
         let fast = p.fast.expect("fast");
         assert_eq!((fast.interval, fast.misses_to_down), (Duration::from_millis(200), 5));
         assert_eq!(fast.peers, [ip("203.0.113.2"), ip("2001:db8::2")]);
@@ -2520,6 +2533,10 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         let probing = |body: &str| format!("{XTR}[xtr.probing]\n{body}\n");
         fails(&probing("interval-ms = 200"), 13, "xtr.probing.interval-ms", "fast-failover");
         fails(&probing("misses-to-down = 0"), 13, "xtr.probing.misses-to-down", "out of range 1-100");
+        for v in ["0", "1000001"] {
+            let field = "xtr.probing.max-probes-per-second";
+            fails(&probing(&format!("max-probes-per-second = {v}")), 13, field, "out of range 1-1000000");
+        }
         fails(&probing("intervall-ms = 2000"), 13, "xtr.probing.intervall-ms", "unknown field");
         let fast = |body: &str| probing(&format!("[xtr.probing.fast-failover]\n{body}"));
         fails(&fast("interval-ms = 200"), 13, "xtr.probing.fast-failover.peers", "no peer");
