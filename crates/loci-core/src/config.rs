@@ -204,6 +204,14 @@ pub struct Limits {
     pub map_reply_repeat: Duration,
     /// Bound on the per-source rate-limiter tables.
     pub max_rate_limited_sources: usize,
+    /// Map-Replies per second (burst the same) an ETR sends one requester address for
+    /// Map-Requests sent straight to it (RLOC probes, direct queries): what a stranger can make
+    /// it answer. A prober probes each of our locators at most every 200 ms (the fast-failover
+    /// profile; 1 s by default), all from one address: 5 replies per second per locator, so 50
+    /// serves 10 locators at the fast pace (50 at the default one) with room for direct queries.
+    pub etr_replies_per_source: u32,
+    /// The same, for all requesters together.
+    pub etr_replies_per_second: u32,
 }
 
 impl Default for Limits {
@@ -215,6 +223,8 @@ impl Default for Limits {
             map_registers_per_source: 1000,
             map_reply_repeat: Duration::from_secs(3),
             max_rate_limited_sources: 100_000,
+            etr_replies_per_source: 50,
+            etr_replies_per_second: 1000,
         }
     }
 }

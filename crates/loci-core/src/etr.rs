@@ -30,6 +30,7 @@ use crate::mapping::{eid_from_wire, eid_to_wire, record, reply_destination};
 use crate::mobility::{AwayView, DynamicEidView, HostTimer, Mobility, Seen};
 use crate::node::{Event, HostRemoval, Io, CONTROL_PORT};
 use crate::prefix_table::PrefixTable;
+use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
 /// First retransmission of an unacknowledged Map-Register, doubled up to `MAX_BACKOFF`.
@@ -94,6 +95,10 @@ pub struct Etr {
     interval: Duration,
     last_nonce: u64,
     mobility: Mobility,
+    /// Replies to Map-Requests sent straight to us, per requester and in all
+    /// ([`Limits::etr_replies_per_source`], [`Limits::etr_replies_per_second`]).
+    direct_per_source: KeyedLimiter<IpAddr>,
+    direct_total: KeyedLimiter<()>,
 }
 
 impl Etr {
@@ -116,7 +121,17 @@ impl Etr {
             .collect();
         let last_nonce = config.first_nonce;
         let mobility = Mobility::new(config.mobility.clone());
-        Etr { config, database, peers, interval: limits.register_interval, last_nonce, mobility }
+        Etr {
+            config,
+            database,
+            peers,
+            interval: limits.register_interval,
+            last_nonce,
+            mobility,
+            direct_per_source: KeyedLimiter::per_second(limits.etr_replies_per_source, limits.max_rate_limited_sources),
+            // Room for more than the one key: a full table refuses even the keys it holds.
+            direct_total: KeyedLimiter::per_second(limits.etr_replies_per_second, 2),
+        }
     }
 
     /// The last Map-Register nonce used (persist it: nonces only increase, across restarts too).
@@ -593,22 +608,34 @@ impl Etr {
         }
     }
 
-    /// A Map-Request sent straight to us (an RLOC probe, or a direct query).
+    /// A Map-Request sent straight to us (an RLOC probe, or a direct query). Anyone can send
+    /// one, from any address, so the replies are rate limited per requester and in all.
     pub fn handle_direct_request(
         &mut self,
-        _now: Instant,
+        now: Instant,
         local: SocketAddr,
         remote: SocketAddr,
         data: &[u8],
         io: &mut Io,
     ) {
-        match MapRequest::parse(data) {
-            Ok(req) => {
-                io.stats.received("Map-Request");
-                self.answer(local, remote.ip(), remote.port(), &req, io);
-            }
-            Err(_) => io.stats.drop(Drop::Malformed),
+        let Ok(req) = MapRequest::parse(data) else {
+            io.stats.drop(Drop::Malformed);
+            return;
+        };
+        io.stats.received("Map-Request");
+        if req.dont_map_reply {
+            return;
         }
+        // Per requester first: one flooding source then spends only its own share of the total.
+        if !self.direct_per_source.check(now, &remote.ip()) {
+            io.refuse(now, None, Drop::RateLimited, remote, "direct Map-Requests over the per-requester limit");
+            return;
+        }
+        if !self.direct_total.check(now, &()) {
+            io.refuse(now, None, Drop::RateLimited, remote, "direct Map-Requests over the ETR's total limit");
+            return;
+        }
+        self.answer(local, remote.ip(), remote.port(), &req, io);
     }
 
     fn answer(&mut self, local: SocketAddr, requester: IpAddr, port: u16, req: &MapRequest, io: &mut Io) {

@@ -41,6 +41,7 @@ use rand::RngCore;
 use crate::eid::EidPrefix;
 use crate::map_cache::{status_bits_down, MapCache, Snapshot};
 use crate::node::{Event, Io, CONTROL_PORT};
+use crate::ratelimit::KeyedLimiter;
 use crate::stats::Drop;
 
 /// Probing settings. The defaults respect RFC 9301 §5.3 (see the module documentation).
@@ -53,11 +54,20 @@ pub struct ProbingConfig {
     pub fast: Option<FastFailover>,
     /// Honour locator-status bits in data packets (private underlays only, RFC 9300 §10).
     pub status_bits: bool,
+    /// Most probes sent per second, all locators together: they go out at least 1/this apart,
+    /// and probes due faster wait their turn, oldest first (`probes_deferred`). 0: no cap.
+    pub max_probes_per_second: u32,
 }
 
 impl Default for ProbingConfig {
     fn default() -> Self {
-        ProbingConfig { interval: Duration::from_secs(1), misses_to_down: 2, fast: None, status_bits: false }
+        ProbingConfig {
+            interval: Duration::from_secs(1),
+            misses_to_down: 2,
+            fast: None,
+            status_bits: false,
+            max_probes_per_second: 1000,
+        }
     }
 }
 
@@ -81,6 +91,9 @@ impl FastFailover {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProbeStats {
     pub probes_sent: u64,
+    /// Probes that were due when `max_probes_per_second` allowed none, and went out later
+    /// (each counted once however long it waited; a wait is never a miss).
+    pub probes_deferred: u64,
     pub replies: u64,
     /// Probe replies whose nonce matched no outstanding probe (dropped).
     pub replies_unmatched: u64,
@@ -164,16 +177,31 @@ pub struct Prober {
     nonces: HashMap<u64, IpAddr>,
     /// (due, locator); an entry whose time is not the locator's `next` is stale.
     timers: BinaryHeap<Reverse<(Instant, IpAddr)>>,
+    /// Probes due, taken from `timers`, waiting for the budget: (due, locator), oldest first.
+    due: VecDeque<(Instant, IpAddr)>,
+    /// How many of `due`, from the front, are already counted as deferred.
+    due_counted: usize,
+    /// `max_probes_per_second`, as one probe per 1/max.
+    budget: KeyedLimiter<()>,
+    /// When the budget allows the next probe, while `due` is not empty.
+    retry: Option<Instant>,
     stats: ProbeStats,
 }
 
 impl Prober {
     pub fn new(config: ProbingConfig) -> Self {
+        // Paced rather than a burst of a second's worth: then no second, wherever it starts,
+        // sees more than the cap. (Two keys' room: a full table refuses even the keys it holds.)
+        let pace = Duration::from_secs(1).checked_div(config.max_probes_per_second).unwrap_or(Duration::ZERO);
         Prober {
             config,
             locators: HashMap::new(),
             nonces: HashMap::new(),
             timers: BinaryHeap::new(),
+            due: VecDeque::new(),
+            due_counted: 0,
+            budget: KeyedLimiter::one_per(pace, 2),
+            retry: None,
             stats: ProbeStats::default(),
         }
     }
@@ -196,7 +224,8 @@ impl Prober {
     }
 
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        // With probes waiting for the budget, nothing can go out before it allows one.
+        self.retry.filter(|_| !self.due.is_empty()).or_else(|| self.timers.peek().map(|Reverse((t, _))| *t))
     }
 
     fn timers_for(&self, addr: IpAddr) -> (Duration, u32, bool) {
@@ -253,14 +282,32 @@ impl Prober {
         io: &mut Io,
     ) {
         self.sync(now, cache);
-        let mut changed = false;
+        // Every probe due joins those waiting for the budget, behind them: oldest first.
         while let Some(&Reverse((t, addr))) = self.timers.peek() {
             if t > now {
                 break;
             }
             self.timers.pop();
+            if self.locators.get(&addr).is_some_and(|s| s.next == t) {
+                self.due.push_back((t, addr));
+            }
+        }
+        let mut changed = false;
+        while let Some(&(t, addr)) = self.due.front() {
+            // Gone from the cache meanwhile, or rescheduled: not this probe any more.
+            let current = self.locators.get(&addr).is_some_and(|s| s.next == t);
+            if current && !self.budget.check(now, &()) {
+                // Deferred, not missed: a locator's misses are counted only when its next probe
+                // actually goes out.
+                self.stats.probes_deferred += (self.due.len() - self.due_counted) as u64;
+                self.due_counted = self.due.len();
+                self.retry = Some(now + Duration::from_secs(1) / self.config.max_probes_per_second.max(1));
+                break;
+            }
+            self.due.pop_front();
+            self.due_counted = self.due_counted.saturating_sub(1);
             let (interval, misses_to_down, _) = self.timers_for(addr);
-            let Some(s) = self.locators.get_mut(&addr).filter(|s| s.next == t) else { continue };
+            let Some(s) = self.locators.get_mut(&addr).filter(|_| current) else { continue };
             if !s.answered {
                 s.misses = s.misses.saturating_add(1);
                 self.stats.misses += 1;
@@ -746,7 +793,8 @@ mod tests {
 
     #[test]
     fn forged_and_misdirected_replies_change_nothing() {
-        let mut r = Rig::new(ProbingConfig::default());
+        // Uncapped: the probes due at one instant all go out at once.
+        let mut r = Rig::new(ProbingConfig { max_probes_per_second: 0, ..Default::default() });
         r.run(Duration::from_millis(2500), &["192.0.2.1"]);
         assert!(!r.state("192.0.2.1").up);
         r.prober.handle_timeout(r.t + Duration::from_millis(600), &mut r.cache, &[ip(OURS)], &mut r.rng, &mut r.io);
@@ -781,7 +829,8 @@ mod tests {
 
     #[test]
     fn a_late_timer_sends_one_probe_not_a_burst() {
-        let mut r = Rig::new(ProbingConfig::default());
+        // Uncapped (a cap would pace the three due at once, 1 ms apart).
+        let mut r = Rig::new(ProbingConfig { max_probes_per_second: 0, ..Default::default() });
         r.run(Duration::from_millis(1500), &[]);
         let late = r.t + Duration::from_secs(10);
         r.prober.handle_timeout(late, &mut r.cache, &[ip(OURS)], &mut r.rng, &mut r.io);

@@ -360,3 +360,145 @@ fn etr_probe_replies_name_the_probed_locator_and_need_no_record() {
         got[1].1.records[0].locators.iter().map(|l| (l.address.to_string(), l.probed)).collect();
     assert_eq!(probed, [(P1.to_string(), true), (P2.to_string(), false)]);
 }
+
+/// An RLOC probe for 10.1.1.0/24 as a prober at `from` sends it.
+fn probe_from(from: &str, nonce: u64) -> Vec<u8> {
+    let mut req = loci_core::mapping::map_request(nonce, &prefix("10.1.1.0/24"), vec![ip(from).into()]);
+    req.probe = true;
+    req.to_bytes()
+}
+
+#[test]
+fn a_stranger_flooding_probes_is_rate_limited_and_probers_are_not() {
+    // The ITR probes P1 and P2 with the fast-failover profile (every 200 ms).
+    let probing = ProbingConfig { fast: Some(FastFailover::new(vec![ip(P1), ip(P2)])), ..Default::default() };
+    let mut w = site_with_backup(12, probing);
+    let stranger = w.sim.add_endpoint("stranger", &[ip("192.0.2.66")]);
+    let (itr, etr1) = (w.itr, w.etr1);
+    let prober = |sim: &Sim| sim.node(itr).itr().unwrap().prober().unwrap().stats().clone();
+    let before = prober(&w.sim);
+    // Ten probes a millisecond for two seconds, all to P1.
+    let (src, dst) = (SocketAddr::new(ip("192.0.2.66"), 4342), SocketAddr::new(ip(P1), 4342));
+    let mut sent = 0u64;
+    for _ in 0..2000 {
+        for _ in 0..10 {
+            sent += 1;
+            w.sim.send(stranger, src, dst, probe_from("192.0.2.66", sent));
+        }
+        w.sim.run_for(Duration::from_millis(1));
+    }
+    w.sim.run_for(Duration::from_millis(100));
+    let replies = w.sim.received(stranger).len() as u64;
+    let limited = w.sim.node(etr1).stats().dropped(Drop::RateLimited);
+    eprintln!("stranger: {sent} probes in 2 s, {replies} answered, {limited} dropped as rate-limited");
+    // 50 a second with a burst of 50: 150 at most over two seconds, and its share it gets.
+    assert!((100..=151).contains(&replies), "{replies}");
+    assert_eq!(limited, sent - replies);
+    // Meanwhile every probe of the ITR's was answered: no miss, both locators up.
+    let after = prober(&w.sim);
+    assert!(after.replies - before.replies >= 18, "{before:?} {after:?}");
+    assert_eq!(after.misses, before.misses);
+    assert_eq!(after.downs, 0);
+    assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
+}
+
+#[test]
+fn spoofed_sources_meet_the_etrs_total_reply_limit() {
+    let mut sim = Sim::new(13);
+    sim.add_node(map_server("ms", vec![site("site-a", KEY, &["10.1.0.0/16"])]), &[ip("192.0.2.10")]);
+    let mut cfg = etr("etr1", "192.0.2.10", KEY, vec![("10.1.1.0/24", vec![rloc(P1, 1, 50)])], 1);
+    cfg.limits.etr_replies_per_second = 100;
+    let etr1 = sim.add_node(cfg, &[ip(P1)]);
+    let attacker = sim.add_endpoint("attacker", &[ip("192.0.2.66")]);
+    sim.run_for(Duration::from_secs(2));
+    // 2000 probes in one second, each from another (spoofed) address: no per-requester limit
+    // applies, the total one does (a burst of 100, then 100 a second).
+    for i in 0..2000u32 {
+        let from = std::net::Ipv4Addr::from(0x0a63_0000 + i).to_string();
+        sim.send(
+            attacker,
+            SocketAddr::new(ip(&from), 4342),
+            SocketAddr::new(ip(P1), 4342),
+            probe_from(&from, i.into()),
+        );
+        if i % 2 == 1 {
+            sim.run_for(Duration::from_millis(1));
+        }
+    }
+    sim.run_for(Duration::from_millis(10));
+    let stats = sim.node(etr1).stats();
+    let replies = stats.sent.get("Map-Reply").copied().unwrap_or(0);
+    assert!((190..=201).contains(&replies), "{replies}");
+    assert_eq!(stats.dropped(Drop::RateLimited), 2000 - replies);
+}
+
+#[test]
+fn a_probe_rate_cap_defers_probes_without_marking_locators_down() {
+    const LOCATORS: u32 = 3000;
+    const CAP: u32 = 1000;
+    let mut sim = Sim::new(14);
+    sim.add_node(map_server("ms", vec![site("site-a", KEY, &["10.0.0.0/8"])]), &[ip("192.0.2.10")]);
+    // One ETR node answering on 3000 addresses: 12 prefixes of 250 locators each.
+    let addrs: Vec<String> = (0..LOCATORS).map(|i| std::net::Ipv4Addr::from(0x6440_0000 + i).to_string()).collect();
+    let prefixes: Vec<String> = (0..12).map(|k| format!("10.1.{k}.0/24")).collect();
+    let db = prefixes
+        .iter()
+        .zip(addrs.chunks(250))
+        .map(|(p, chunk)| (p.as_str(), chunk.iter().map(|a| rloc(a, 1, 1)).collect()))
+        .collect();
+    let mut cfg = etr("big", "192.0.2.10", KEY, db, 1);
+    // This ETR stands for 3000: the ITR probes it 1000 times a second from one address.
+    cfg.limits.etr_replies_per_source = 2 * CAP;
+    cfg.limits.etr_replies_per_second = 2 * CAP;
+    let ips: Vec<std::net::IpAddr> = addrs.iter().map(|a| ip(a)).collect();
+    sim.add_node(cfg, &ips);
+    let probing = ProbingConfig { max_probes_per_second: CAP, ..Default::default() };
+    let itr = sim.add_node(itr_config(&["192.0.2.10"], Some(probing)), &[ip(ITR_RLOC)]);
+    sim.run_for(Duration::from_secs(2));
+    let start = sim.trace().len();
+    for k in 0..12 {
+        miss(&mut sim, itr, &format!("10.1.{k}.7"));
+    }
+    sim.run_for(Duration::from_secs(10));
+    let prober = sim.node(itr).itr().unwrap().prober().unwrap();
+    assert_eq!(prober.locators().count(), LOCATORS as usize);
+    // Probes: (sent, locator), in the order sent.
+    let probes: Vec<(Duration, std::net::IpAddr)> = sim.trace()[start..]
+        .iter()
+        .filter(|e| e.from == itr && peek_type(&e.data) == Ok(message_type::MAP_REQUEST))
+        .filter(|e| MapRequest::parse(&e.data).is_ok_and(|r| r.probe))
+        .map(|e| (e.sent, e.dst.ip()))
+        .collect();
+    // No second, wherever it starts, has more than the cap.
+    let mut busiest = 0;
+    let mut from = 0;
+    for to in 0..probes.len() {
+        while probes[to].0 - probes[from].0 >= Duration::from_secs(1) {
+            from += 1;
+        }
+        busiest = busiest.max(to + 1 - from);
+    }
+    // Every locator probed, none waiting more than 4 intervals between probes.
+    let mut last: std::collections::HashMap<std::net::IpAddr, Duration> = Default::default();
+    let mut longest = Duration::ZERO;
+    for (t, a) in &probes {
+        if let Some(prev) = last.insert(*a, *t) {
+            longest = longest.max(*t - prev);
+        }
+    }
+    let st = prober.stats();
+    eprintln!(
+        "{LOCATORS} locators, cap {CAP}/s: {} probes in 10 s, busiest second {busiest}, longest gap {longest:?}, \
+         {} deferred, {} misses",
+        probes.len(),
+        st.probes_deferred,
+        st.misses
+    );
+    assert!(busiest <= CAP as usize, "{busiest}");
+    assert!(probes.len() >= 9 * CAP as usize, "the cap is used: {}", probes.len());
+    assert_eq!(last.len(), LOCATORS as usize, "every locator probed");
+    assert!(longest <= Duration::from_secs(4), "{longest:?}");
+    assert!(st.probes_deferred > 0);
+    assert_eq!((st.misses, st.downs), (0, 0), "a deferred probe is no miss");
+    assert!(prober.locators().all(|(_, s)| s.up));
+}

@@ -179,6 +179,7 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
         let p = p.stats();
         for (k, n) in [
             ("probes_sent", p.probes_sent),
+            ("probes_deferred", p.probes_deferred),
             ("probe_replies", p.replies),
             ("probe_replies_unmatched", p.replies_unmatched),
             ("probe_replies_wrong_source", p.replies_wrong_source),

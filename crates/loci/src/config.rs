@@ -87,6 +87,8 @@ pub const DEFAULT_RECORD_TTL: u32 = 1440;
 const MAX_KEY_FILE: u64 = 4096;
 /// Upper bound of every `*-secs` limit: one day.
 const MAX_LIMIT_SECS: u64 = 86_400;
+/// Upper bound of `xtr.probing.max-probes-per-second` (the pace is kept to the microsecond).
+const MAX_PROBES_PER_SECOND: u32 = 1_000_000;
 
 /// A parsed and validated configuration.
 #[derive(Debug, Clone)]
@@ -262,6 +264,8 @@ struct RawLimits {
     registration_timeout_secs: Option<u64>,
     register_interval_secs: Option<u64>,
     max_rate_limited_sources: Option<usize>,
+    etr_replies_per_source: Option<u32>,
+    etr_replies_per_second: Option<u32>,
 }
 
 #[derive(Deserialize)]
@@ -484,6 +488,7 @@ struct RawProbing {
     misses_to_down: Option<u32>,
     #[serde(default)]
     locator_status_bits: bool,
+    max_probes_per_second: Option<u32>,
     fast_failover: Option<RawFastFailover>,
 }
 
@@ -835,6 +840,14 @@ impl<'a> Ctx<'a> {
         if let Some(v) = raw.max_rate_limited_sources {
             check("max-rate-limited-sources", v as u64, 1, u64::MAX)?;
             l.max_rate_limited_sources = v;
+        }
+        if let Some(v) = raw.etr_replies_per_source {
+            check("etr-replies-per-source", v.into(), 1, u32::MAX.into())?;
+            l.etr_replies_per_source = v;
+        }
+        if let Some(v) = raw.etr_replies_per_second {
+            check("etr-replies-per-second", v.into(), 1, u32::MAX.into())?;
+            l.etr_replies_per_second = v;
         }
         if l.register_interval >= l.registration_timeout {
             let field = if raw.register_interval_secs.is_some() {
@@ -1534,6 +1547,15 @@ impl<'a> Ctx<'a> {
             c.misses_to_down = misses("xtr.probing.misses-to-down", v)?;
         }
         c.status_bits = raw.locator_status_bits;
+        if let Some(v) = raw.max_probes_per_second {
+            if !(1..=MAX_PROBES_PER_SECOND).contains(&v) {
+                return Err(self.err(
+                    "xtr.probing.max-probes-per-second",
+                    format!("{v} is out of range 1-{MAX_PROBES_PER_SECOND}"),
+                ));
+            }
+            c.max_probes_per_second = v;
+        }
         if let Some(f) = &raw.fast_failover {
             let at = "xtr.probing.fast-failover";
             let mut fast = FastFailover::new(Vec::new());
@@ -1948,6 +1970,8 @@ map-reply-repeat-secs = 0
 registration-timeout-secs = 90
 register-interval-secs = 30
 max-rate-limited-sources = 7
+etr-replies-per-source = 8
+etr-replies-per-second = 9
 
 [map-server]
 max-registrations = 5
@@ -1984,6 +2008,7 @@ map-servers = [{ address = "192.0.2.10", eid-prefixes = ["10.0.0.0/8", "[1000]10
         );
         let l = &c.core.limits;
         assert_eq!((l.map_requests_per_source, l.map_registers_per_source, l.max_rate_limited_sources), (10, 20, 7));
+        assert_eq!((l.etr_replies_per_source, l.etr_replies_per_second), (8, 9));
         assert_eq!(
             (l.map_reply_repeat, l.registration_timeout, l.register_interval),
             (Duration::ZERO, Duration::from_secs(90), Duration::from_secs(30))
@@ -2545,10 +2570,11 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         assert_eq!(itr(XTR).probing, Some(ProbingConfig::default()));
         let text = format!(
             "{XTR}[xtr.probing]\ninterval-ms = 2000\nmisses-to-down = 4\nlocator-status-bits = true\n\
-             [xtr.probing.fast-failover]\npeers = [\"203.0.113.2\", \"2001:db8::2\"]\nmisses-to-down = 5\n"
+             max-probes-per-second = 300\n[xtr.probing.fast-failover]\npeers = [\"203.0.113.2\", \"2001:db8::2\"]\nmisses-to-down = 5\n"
         );
         let p = itr(&text).probing.expect("probing");
         assert_eq!((p.interval, p.misses_to_down, p.status_bits), (Duration::from_secs(2), 4, true));
+        assert_eq!(p.max_probes_per_second, 300);
         let fast = p.fast.expect("fast");
         assert_eq!((fast.interval, fast.misses_to_down), (Duration::from_millis(200), 5));
         assert_eq!(fast.peers, [ip("203.0.113.2"), ip("2001:db8::2")]);
@@ -2556,6 +2582,10 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
         let probing = |body: &str| format!("{XTR}[xtr.probing]\n{body}\n");
         fails(&probing("interval-ms = 200"), 13, "xtr.probing.interval-ms", "fast-failover");
         fails(&probing("misses-to-down = 0"), 13, "xtr.probing.misses-to-down", "out of range 1-100");
+        for v in ["0", "1000001"] {
+            let field = "xtr.probing.max-probes-per-second";
+            fails(&probing(&format!("max-probes-per-second = {v}")), 13, field, "out of range 1-1000000");
+        }
         fails(&probing("intervall-ms = 2000"), 13, "xtr.probing.intervall-ms", "unknown field");
         let fast = |body: &str| probing(&format!("[xtr.probing.fast-failover]\n{body}"));
         fails(&fast("interval-ms = 200"), 13, "xtr.probing.fast-failover.peers", "no peer");
@@ -2679,6 +2709,9 @@ database = [{ prefix = "10.1.1.0/24", rlocs = [{ address = "203.0.113.1" }] }]
             "limits.map-requests-per-source",
             "0 is out of range 1-",
         );
+        for field in ["etr-replies-per-source", "etr-replies-per-second"] {
+            fails(&format!("{MS}[limits]\n{field} = 0\n"), 8, &format!("limits.{field}"), "0 is out of range 1-");
+        }
         fails(
             &format!("{MS}[limits]\nregistration-timeout-secs = 100000000000\n"),
             8,

@@ -110,6 +110,7 @@ fn record(node: &Node, data_plane: Option<&loci_dataplane::Stats>, uptime: Durat
     }
     let Some(prober) = itr.prober() else { return };
     let ps = prober.stats();
+    counter!("loci_probes_deferred_total").absolute(ps.probes_deferred);
     counter!("loci_rloc_failovers_total").absolute(ps.downs);
     counter!("loci_rloc_recoveries_total").absolute(ps.ups);
     counter!("loci_probe_replies_refused_total", "reason" => "no-matching-nonce").absolute(ps.replies_unmatched);
@@ -164,6 +165,7 @@ mod tests {
             "loci_map_cache_entries 0",
             "loci_map_cache_misses_total 1",
             "loci_rloc_failovers_total 0",
+            "loci_probes_deferred_total 0",
             "loci_uptime_seconds 5",
         ] {
             assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
