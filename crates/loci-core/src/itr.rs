@@ -280,9 +280,9 @@ impl Itr {
     }
 
     /// Locator-status bits the data plane saw ([`crate::probing::status_bits_change`]).
-    pub fn handle_status_bits(&mut self, change: &StatusBits) {
+    pub fn handle_status_bits(&mut self, now: Instant, change: &StatusBits) {
         if let Some(p) = &mut self.prober {
-            p.handle_status_bits(change, &mut self.cache);
+            p.handle_status_bits(now, change, &mut self.cache);
         }
     }
 

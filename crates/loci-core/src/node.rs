@@ -286,9 +286,9 @@ impl Node {
 
     /// Locator-status bits the data plane saw on a decapsulated packet (ITR role; see
     /// [`crate::probing::status_bits_change`]).
-    pub fn handle_status_bits(&mut self, change: &crate::probing::StatusBits) {
+    pub fn handle_status_bits(&mut self, now: Instant, change: &crate::probing::StatusBits) {
         if let Some(itr) = &mut self.itr {
-            itr.handle_status_bits(change);
+            itr.handle_status_bits(now, change);
         }
     }
 

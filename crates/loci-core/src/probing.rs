@@ -106,6 +106,8 @@ pub struct ProbeStats {
     /// Locator-status bits applied / refused (not from one of the mapping's locators).
     pub status_bits_applied: u64,
     pub status_bits_refused: u64,
+    /// Locator-status bit changes beyond the rate limit (ignored; a later packet repeats them).
+    pub status_bits_rate_limited: u64,
     /// Unreachability hints (ICMP, route withdrawals) that marked a locator down.
     pub hints_applied: u64,
     /// Hints about an address that is no locator in the map-cache (ignored).
@@ -185,6 +187,10 @@ pub struct Prober {
     budget: KeyedLimiter<()>,
     /// When the budget allows the next probe, while `due` is not empty.
     retry: Option<Instant>,
+    /// RFC 9300 §10: "An ETR MUST rate limit the action it takes when it detects changes in
+    /// the Locator-Status-Bits": per EID-prefix, and in all.
+    status_per_prefix: KeyedLimiter<EidPrefix>,
+    status_all: KeyedLimiter<()>,
     stats: ProbeStats,
 }
 
@@ -202,6 +208,8 @@ impl Prober {
             due_counted: 0,
             budget: KeyedLimiter::one_per(pace, 2),
             retry: None,
+            status_per_prefix: KeyedLimiter::per_second(STATUS_CHANGES_PER_PREFIX, MAX_STATUS_PREFIXES),
+            status_all: KeyedLimiter::per_second(STATUS_CHANGES_IN_ALL, 2),
             stats: ProbeStats::default(),
         }
     }
@@ -444,9 +452,13 @@ impl Prober {
 
     /// Applies locator-status bits the data plane reported (see [`status_bits_change`]); the
     /// map-cache checks again that they came from one of the mapping's locators.
-    pub fn handle_status_bits(&mut self, change: &StatusBits, cache: &mut MapCache) {
+    pub fn handle_status_bits(&mut self, now: Instant, change: &StatusBits, cache: &mut MapCache) {
         if !self.config.status_bits {
             self.stats.status_bits_refused += 1;
+            return;
+        }
+        if !self.status_per_prefix.check(now, &change.prefix) || !self.status_all.check(now, &()) {
+            self.stats.status_bits_rate_limited += 1;
             return;
         }
         match cache.set_status_bits(&change.prefix, change.from, change.bits) {
@@ -461,6 +473,12 @@ impl Prober {
         }
     }
 }
+
+/// Locator-status bit changes applied per second, per EID-prefix and in all, and the most
+/// EID-prefixes tracked for the limit.
+const STATUS_CHANGES_PER_PREFIX: u32 = 5;
+const STATUS_CHANGES_IN_ALL: u32 = 200;
+const MAX_STATUS_PREFIXES: usize = 100_000;
 
 /// When, within the first tenth of an interval, a new locator is first probed: a hash of its
 /// address, so locators learnt together are not probed in step, and the simulator replays.
@@ -884,7 +902,7 @@ mod tests {
         // Locator 0 down, said by locator 1.
         let change = status_bits_change(true, &snap, 0, src, b, Some(0b110)).unwrap();
         assert_eq!(change, StatusBits { prefix: "10.1.1.0/24".parse().unwrap(), from: b, bits: 0b110 });
-        p.handle_status_bits(&change, &mut c);
+        p.handle_status_bits(t0, &change, &mut c);
         let snap = c.snapshot();
         let m = snap.lookup(0, src).unwrap();
         assert!(m.rlocs[0].down && !m.rlocs[1].down);
@@ -893,16 +911,16 @@ mod tests {
         assert!(!snap.lookup(0, ip("10.2.0.1")).unwrap().rlocs[0].down);
         assert_eq!(status_bits_change(true, &snap, 0, src, b, Some(0b110)), None, "now shown: no repeat");
         // A forged change that reached the control plane anyway is refused there too.
-        p.handle_status_bits(&StatusBits { bits: 0b111, from: stranger, ..change }, &mut c);
+        p.handle_status_bits(t0, &StatusBits { bits: 0b111, from: stranger, ..change }, &mut c);
         assert!(c.snapshot().lookup(0, src).unwrap().rlocs[0].down);
         assert_eq!(p.stats().status_bits_refused, 1);
         // Back up when the bit returns to 1.
         let up = status_bits_change(true, &c.snapshot(), 0, src, a, Some(0b111)).unwrap();
-        p.handle_status_bits(&up, &mut c);
+        p.handle_status_bits(t0, &up, &mut c);
         assert!(!c.snapshot().lookup(0, src).unwrap().rlocs[0].down);
         // A node that does not honour them refuses what a data plane might still report.
         let mut off = Prober::new(ProbingConfig::default());
-        off.handle_status_bits(&change, &mut c);
+        off.handle_status_bits(t0, &change, &mut c);
         assert!(!c.snapshot().lookup(0, src).unwrap().rlocs[0].down);
     }
 }

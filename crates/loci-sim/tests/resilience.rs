@@ -304,7 +304,8 @@ fn locator_status_bits_only_from_the_sites_locators() {
     let decap = |sim: &mut Sim, outer: &str, bits: u32| {
         let snap = sim.node(itr).itr().unwrap().reader().load_full();
         if let Some(change) = status_bits_change(true, &snap, 0, ip("10.1.1.7"), ip(outer), Some(bits)) {
-            sim.node_mut(itr).handle_status_bits(&change);
+            let now = sim.now();
+            sim.node_mut(itr).handle_status_bits(now, &change);
         }
     };
     // A stranger says P1 (ordinal 0) is down: ignored.
@@ -318,6 +319,20 @@ fn locator_status_bits_only_from_the_sites_locators() {
     // Until the bit returns to 1.
     decap(&mut w.sim, P2, 0b11);
     assert_eq!(forward(&w.sim, itr, "10.1.1.7"), Forward::Encapsulate(ip(P1)));
+    // Bits flapping on every packet (RFC 9300 §10: the ETR MUST rate limit what it does about
+    // changes): a change on every packet for a second, at most 10 applied (a burst of 5, then
+    // 5 per second); the packets that repeat the state in force are no change at all.
+    let stats = |sim: &Sim| sim.node(itr).itr().unwrap().prober().unwrap().stats().clone();
+    w.sim.run_for(Duration::from_secs(2));
+    let before = stats(&w.sim);
+    for k in 0..100u32 {
+        decap(&mut w.sim, P2, if k % 2 == 0 { 0b10 } else { 0b11 });
+        w.sim.run_for(Duration::from_millis(10));
+    }
+    let after = stats(&w.sim);
+    let applied = after.status_bits_applied - before.status_bits_applied;
+    let limited = after.status_bits_rate_limited - before.status_bits_rate_limited;
+    assert!(applied <= 10 && limited >= 40, "applied {applied}, rate-limited {limited}");
 }
 
 #[test]

@@ -188,6 +188,7 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
             ("rloc_recoveries", p.ups),
             ("status_bits_applied", p.status_bits_applied),
             ("status_bits_refused", p.status_bits_refused),
+            ("status_bits_rate_limited", p.status_bits_rate_limited),
             ("unreachable_hints_applied", p.hints_applied),
             ("unreachable_hints_unknown", p.hints_unknown),
             ("unreachable_hints_ignored", p.hints_ignored),

@@ -51,9 +51,10 @@ pub fn start(
 pub async fn status_bits(shared: Arc<Shared>, mut rx: mpsc::Receiver<StatusBits>) {
     while let Some(c) = rx.recv().await {
         let Ok(mut node) = shared.node.lock() else { return };
-        node.handle_status_bits(&c);
+        let now = Instant::now();
+        node.handle_status_bits(now, &c);
         while let Ok(c) = rx.try_recv() {
-            node.handle_status_bits(&c);
+            node.handle_status_bits(now, &c);
         }
     }
 }
