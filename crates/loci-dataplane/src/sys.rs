@@ -40,31 +40,6 @@ pub fn set_int_option(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int,
     }
 }
 
-/// Has the child that `cmd` starts get SIGKILL when its parent dies (`PR_SET_PDEATHSIG`): a
-/// helper process must not outlive a daemon killed with SIGKILL, which cleans nothing up.
-/// Linux sends the signal when the *thread* that spawned the child ends, so spawn from a
-/// thread that lives as long as the child is wanted (the daemon's main thread).
-pub fn die_with_parent(cmd: &mut std::process::Command) {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id();
-    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
-    // calls are allowed: it makes two system calls (prctl, getppid) and builds an OS error,
-    // which does not allocate.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died between fork and prctl: then no signal will come, and
-            // the child, reparented, must not start.
-            if libc::getppid() as u32 != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            Ok(())
-        });
-    }
-}
-
 /// What `recvmsg` says about one datagram besides its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecvMeta {

@@ -120,14 +120,10 @@ pub fn watch_icmp(ours: Vec<IpAddr>, sink: UnreachableSink) -> io::Result<()> {
 }
 
 /// Starts `ip monitor route` and a thread that calls `sink` for each route change it prints.
-/// The child is returned so that the caller can end it; it also gets SIGKILL when the calling
-/// thread ends (the daemon killed included), so call this from one that lives as long as the
-/// watcher is wanted.
+/// The child is returned so that the caller can end it.
 pub fn watch_routes(sink: RoutesChangedSink) -> io::Result<Child> {
-    let mut cmd = Command::new("ip");
-    cmd.args(["monitor", "route"]).stdout(Stdio::piped()).stdin(Stdio::null());
-    crate::sys::die_with_parent(&mut cmd);
-    let mut child = cmd.spawn()?;
+    let mut child =
+        Command::new("ip").args(["monitor", "route"]).stdout(Stdio::piped()).stdin(Stdio::null()).spawn()?;
     let out = child.stdout.take().ok_or_else(|| io::Error::other("no stdout from ip monitor"))?;
     std::thread::Builder::new().name("loci-routes".into()).spawn(move || {
         for line in BufReader::new(out).lines() {
@@ -223,63 +219,5 @@ mod tests {
     #[test]
     fn loopback_has_a_route() {
         assert!(has_route(ip("127.0.0.1")));
-    }
-
-    /// Set for the process `route_watcher_in_a_child_process` runs in.
-    const CHILD: &str = "LOCI_TEST_ROUTE_WATCHER_CHILD";
-
-    /// The parent of `the_route_watcher_dies_with_its_parent`: starts the watcher, says the
-    /// pid of `ip monitor route` and waits (at most 30 s) to be killed.
-    #[test]
-    #[ignore = "run by the_route_watcher_dies_with_its_parent, in a process of its own"]
-    fn route_watcher_in_a_child_process() {
-        if std::env::var_os(CHILD).is_none() {
-            return;
-        }
-        let mut child = watch_routes(Arc::new(|| true)).expect("ip monitor route");
-        println!("watcher pid {}", child.id());
-        std::thread::sleep(std::time::Duration::from_secs(30));
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-
-    /// Whether process `pid` runs (a zombie has stopped: only its parent's wait is missing).
-    fn running(pid: u32) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-        stat.rsplit_once(") ").is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    }
-
-    #[test]
-    fn the_route_watcher_dies_with_its_parent() {
-        use std::time::{Duration, Instant};
-        if Command::new("ip").arg("-V").output().is_err() {
-            eprintln!("no `ip` command: skipped");
-            return;
-        }
-        let test = "underlay_watch::tests::route_watcher_in_a_child_process";
-        let mut parent = Command::new(std::env::current_exe().expect("test binary"))
-            .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(CHILD, "1")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("the parent process");
-        let out = parent.stdout.take().expect("stdout");
-        let pid: Option<u32> = BufReader::new(out)
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|l| l.split_once("watcher pid ").and_then(|(_, p)| p.trim().parse().ok()));
-        let _ = parent.kill();
-        let _ = parent.wait();
-        let pid = pid.expect("the parent started the watcher");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while running(pid) {
-            if Instant::now() > deadline {
-                // Not left behind by the failure.
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-                panic!("ip monitor route (pid {pid}) outlived its parent");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
     }
 }
