@@ -7,17 +7,16 @@
 //!   a destination-unreachable whose quoted packet is ours: sent from one of our RLOCs, UDP to
 //!   port 4341. Anyone can send us ICMP; quoting our packet at least takes knowing our RLOC and
 //!   the locator, and the control plane rate-limits what it accepts.
-//! * Routes: `ip monitor route` (a child process, so the daemon needs no netlink code) prints a
-//!   line per route change; after each burst the caller asks the kernel, for each locator,
-//!   whether a route to it is left ([`has_route`]: a UDP `connect`, which does the route
-//!   lookup and sends nothing).
+//! * Routes: the kernel's route notifications (netlink) say that something changed; after each
+//!   burst the caller asks the kernel, for each locator, whether a route to it is left
+//!   ([`has_route`]: a UDP `connect`, which does the route lookup and sends nothing).
 
-use std::io::{self, BufRead, BufReader, Read};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use loci_wire::data::LISP_DATA_PORT;
+use netlink_sys::protocols::NETLINK_ROUTE;
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Called with the locator an ICMP unreachable was about; false stops the watcher.
@@ -119,21 +118,33 @@ pub fn watch_icmp(ours: Vec<IpAddr>, sink: UnreachableSink) -> io::Result<()> {
     Ok(())
 }
 
-/// Starts `ip monitor route` and a thread that calls `sink` for each route change it prints.
-/// The child is returned so that the caller can end it.
-pub fn watch_routes(sink: RoutesChangedSink) -> io::Result<Child> {
-    let mut child =
-        Command::new("ip").args(["monitor", "route"]).stdout(Stdio::piped()).stdin(Stdio::null()).spawn()?;
-    let out = child.stdout.take().ok_or_else(|| io::Error::other("no stdout from ip monitor"))?;
+/// Starts a thread that calls `sink` after route changes: the kernel's route notifications (a
+/// netlink socket in the IPv4 and IPv6 route groups) wake it, and the caller asks the kernel
+/// about each locator, so the messages themselves are not parsed. A burst of changes larger
+/// than the socket buffer loses messages (ENOBUFS), which is one more reason to look.
+pub fn watch_routes(sink: RoutesChangedSink) -> io::Result<()> {
+    let mut socket = netlink_sys::Socket::new(NETLINK_ROUTE)?;
+    let groups = (libc::RTMGRP_IPV4_ROUTE | libc::RTMGRP_IPV6_ROUTE) as u32;
+    socket.bind(&netlink_sys::SocketAddr::new(0, groups))?;
     std::thread::Builder::new().name("loci-routes".into()).spawn(move || {
-        for line in BufReader::new(out).lines() {
-            if line.is_err() || !sink() {
+        let mut buf = Vec::with_capacity(1 << 16);
+        loop {
+            buf.clear();
+            match socket.recv(&mut buf, 0) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, "route watcher stopped: route withdrawals are no longer noticed");
+                    return;
+                }
+            }
+            if !sink() {
                 return;
             }
         }
-        tracing::warn!("ip monitor route ended: route withdrawals are no longer noticed");
     })?;
-    Ok(child)
+    Ok(())
 }
 
 #[cfg(test)]

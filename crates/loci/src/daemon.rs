@@ -189,8 +189,9 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     if let Some(rx) = status_bits {
         tokio::spawn(xtr::status_bits(shared.clone(), rx));
     }
-    // Kept to the end of `run`: dropping it ends `ip monitor route`.
-    let _underlay = if cfg.data_plane.is_some() { underlay::start(&shared) } else { None };
+    if cfg.data_plane.is_some() {
+        underlay::start(&shared);
+    }
     tokio::spawn(persist(shared.clone(), cfg.node.state_dir.clone()));
     let api = tokio::spawn(api::serve(shared.clone(), cfg.node.api_socket.clone()));
     if let Some(listener) = metrics_listener {

@@ -1,12 +1,11 @@
 //! Reachability hints from the underlay for the ITR's locators (RFC 9300 §10): ICMP
 //! destination-unreachable about our encapsulated packets, and routes to a locator withdrawn
-//! (`ip monitor route`, then a route lookup per probed locator). Each is handed to the node
+//! (route notifications from the kernel, then a route lookup per probed locator). Each is handed to the node
 //! (`Node::handle_rloc_unreachable`), which marks the locator down until the next answered
 //! probe. Runs only on an ITR with RLOC probing: without probing nothing would bring a locator
 //! back. See `loci_dataplane::underlay_watch`.
 
 use std::net::IpAddr;
-use std::process::Child;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,26 +23,12 @@ enum Hint {
     RoutesChanged,
 }
 
-/// The watchers; dropping it ends `ip monitor`.
-pub struct Watch {
-    routes: Option<Child>,
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.routes.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Starts the watchers when the node is an ITR that probes its locators. A watcher that cannot
-/// start (no `CAP_NET_RAW`, no `ip`) is logged and left out: probing still finds dead locators.
-pub fn start(shared: &Arc<Shared>) -> Option<Watch> {
+/// start (no `CAP_NET_RAW`) is logged and left out: probing still finds dead locators.
+pub fn start(shared: &Arc<Shared>) {
     let ours = {
-        let node = shared.node.lock().ok()?;
-        let itr = node.itr().filter(|i| i.prober().is_some())?;
+        let Ok(node) = shared.node.lock() else { return };
+        let Some(itr) = node.itr().filter(|i| i.prober().is_some()) else { return };
         itr.config().rlocs.clone()
     };
     let (tx, rx) = mpsc::channel(QUEUE);
@@ -60,11 +45,10 @@ pub fn start(shared: &Arc<Shared>) -> Option<Watch> {
         let _ = tx.try_send(Hint::RoutesChanged);
         !tx.is_closed()
     };
-    let routes = watch_routes(Arc::new(routes_sink))
-        .map_err(|e| tracing::warn!(error = %e, "no route-withdrawal hints (`ip monitor route` did not start)"))
-        .ok();
+    if let Err(e) = watch_routes(Arc::new(routes_sink)) {
+        tracing::warn!(error = %e, "no route-withdrawal hints (no route notifications)");
+    }
     tokio::spawn(run(shared.clone(), rx));
-    Some(Watch { routes })
 }
 
 /// Hands the hints to the node, a burst at a time.
