@@ -175,9 +175,10 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
         "expired": s.expired,
         "evicted": s.evicted,
     });
-    if let (Some(p), Some(m)) = (itr.prober(), v.as_object_mut()) {
+    let mut counters: Vec<(&str, u64)> = Vec::new();
+    if let Some(p) = itr.prober() {
         let p = p.stats();
-        for (k, n) in [
+        counters.extend([
             ("probes_sent", p.probes_sent),
             ("probes_deferred", p.probes_deferred),
             ("probe_replies", p.replies),
@@ -192,20 +193,19 @@ fn itr_stats(itr: &loci_core::itr::Itr) -> Value {
             ("unreachable_hints_applied", p.hints_applied),
             ("unreachable_hints_unknown", p.hints_unknown),
             ("unreachable_hints_ignored", p.hints_ignored),
-        ] {
-            m.insert(k.into(), n.into());
-        }
+        ]);
     }
-    if let (Some(e), Some(m)) = (itr.echo_nonce(), v.as_object_mut()) {
+    if let Some(e) = itr.echo_nonce() {
         let e = e.stats();
-        for (k, n) in [
+        counters.extend([
             ("echo_requests", e.requests),
             ("echo_echoed", e.echoed),
             ("echo_failed", e.failed),
             ("echo_inconclusive", e.inconclusive),
-        ] {
-            m.insert(k.into(), n.into());
-        }
+        ]);
+    }
+    if let Some(m) = v.as_object_mut() {
+        m.extend(counters.into_iter().map(|(k, n)| (k.to_string(), n.into())));
     }
     v
 }

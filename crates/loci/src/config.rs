@@ -819,14 +819,17 @@ impl<'a> Ctx<'a> {
             }
         };
         let secs = |field: &str, v: u64, min: u64| check(field, v, min, MAX_LIMIT_SECS).map(Duration::from_secs);
-        if let Some(v) = raw.map_requests_per_source {
-            check("map-requests-per-source", v.into(), 1, u32::MAX.into())?;
-            l.map_requests_per_source = v;
-        }
-        if let Some(v) = raw.map_registers_per_source {
-            check("map-registers-per-source", v.into(), 1, u32::MAX.into())?;
-            l.map_registers_per_source = v;
-        }
+        // A rate: 1 or more per second.
+        let rate = |field: &str, v: Option<u32>, into: &mut u32| -> Result<()> {
+            if let Some(v) = v {
+                *into = check(field, v.into(), 1, u32::MAX.into())? as u32;
+            }
+            Ok(())
+        };
+        rate("map-requests-per-source", raw.map_requests_per_source, &mut l.map_requests_per_source)?;
+        rate("map-registers-per-source", raw.map_registers_per_source, &mut l.map_registers_per_source)?;
+        rate("etr-replies-per-source", raw.etr_replies_per_source, &mut l.etr_replies_per_source)?;
+        rate("etr-replies-per-second", raw.etr_replies_per_second, &mut l.etr_replies_per_second)?;
         if let Some(v) = raw.map_reply_repeat_secs {
             // 0 disables the RFC 9301 §5.4 repeat limit.
             l.map_reply_repeat = secs("map-reply-repeat-secs", v, 0)?;
@@ -840,14 +843,6 @@ impl<'a> Ctx<'a> {
         if let Some(v) = raw.max_rate_limited_sources {
             check("max-rate-limited-sources", v as u64, 1, u64::MAX)?;
             l.max_rate_limited_sources = v;
-        }
-        if let Some(v) = raw.etr_replies_per_source {
-            check("etr-replies-per-source", v.into(), 1, u32::MAX.into())?;
-            l.etr_replies_per_source = v;
-        }
-        if let Some(v) = raw.etr_replies_per_second {
-            check("etr-replies-per-second", v.into(), 1, u32::MAX.into())?;
-            l.etr_replies_per_second = v;
         }
         if l.register_interval >= l.registration_timeout {
             let field = if raw.register_interval_secs.is_some() {

@@ -277,16 +277,17 @@ mod tests {
     fn rloc_rows() {
         let v = serde_json::json!([
             {"locator": "192.0.2.1", "state": "up", "fast_failover": true, "rtt_ms": 0.4, "since_secs": 12,
-             "probes": 60, "entries": 3},
+             "probes": 60, "entries": 3, "echo": {"state": "verified", "last_echo_secs_ago": 1, "failures": 0}},
             {"locator": "192.0.2.2", "state": "down", "fast_failover": false, "rtt_ms": null, "since_secs": 2,
              "probes": 5, "entries": 1},
             {"locator": "192.0.2.3", "state": "not-probed", "entries": 1},
         ]);
         let t = rlocs(&v);
         let rows: Vec<Vec<&str>> = t.lines().map(|l| l.split_whitespace().collect()).collect();
-        assert_eq!(rows[1], ["192.0.2.1", "up", "(fast)", "0.4", "ms", "12s", "ago", "60", "3"], "{t}");
-        assert_eq!(rows[2], ["192.0.2.2", "down", "-", "2s", "ago", "5", "1"], "{t}");
-        assert_eq!(rows[3], ["192.0.2.3", "not-probed", "-", "-", "-", "1"], "{t}");
+        let up = ["192.0.2.1", "up", "(fast)", "0.4", "ms", "12s", "ago", "60", "3", "verified", "(1s", "ago)"];
+        assert_eq!(rows[1], up, "{t}");
+        assert_eq!(rows[2], ["192.0.2.2", "down", "-", "2s", "ago", "5", "1", "-"], "{t}");
+        assert_eq!(rows[3], ["192.0.2.3", "not-probed", "-", "-", "-", "1", "-"], "{t}");
     }
 
     #[test]

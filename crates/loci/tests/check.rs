@@ -61,7 +61,7 @@ fn out_of_range_value() {
 
 #[test]
 fn unknown_key() {
-    refused(&ETR.replace("[xtr]\n", "[xtr]\ncolour = \"red\"\n"), 6, "xtr.colour", "unknown field `colour`, expected one of `roles`, `map-servers`, `map-resolvers`, `proxy-reply`, `merge`, `xtr-id`, `site-id`, `record-ttl`, `rlocs`, `map-cache-size`, `pubsub`, `data-plane`, `probing`, `mobility`, `petr`, `instance`");
+    refused(&ETR.replace("[xtr]\n", "[xtr]\ncolour = \"red\"\n"), 6, "xtr.colour", "unknown field `colour`, expected one of `roles`, `map-servers`, `map-resolvers`, `proxy-reply`, `merge`, `xtr-id`, `site-id`, `record-ttl`, `rlocs`, `map-cache-size`, `pubsub`, `data-plane`, `probing`, `echo-nonce`, `mobility`, `petr`, `instance`");
 }
 
 #[test]
