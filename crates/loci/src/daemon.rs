@@ -5,7 +5,7 @@
 //! node's timers; the API reads snapshots. The node sits behind a mutex that is never held
 //! across an await or a blocking wait.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -34,11 +34,16 @@ pub struct ControlSocket {
 
 impl ControlSocket {
     /// Binds `addr`. IPv6 sockets are IPv6-only, so `0.0.0.0` and `::` can share the port
-    /// (Linux makes `::` dual-stack by default, and then the second bind fails).
+    /// (Linux makes `::` dual-stack by default, and then the second bind fails). Bound to the
+    /// unspecified address, the socket reports each datagram's destination: which of our
+    /// addresses was asked (an RLOC probe names the locator probed by it).
     fn bind(addr: SocketAddr) -> std::io::Result<Self> {
         let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::DGRAM, None)?;
         if addr.is_ipv6() {
             s.set_only_v6(true)?;
+        }
+        if addr.ip().is_unspecified() {
+            sys::want_destinations(s.as_fd(), addr.is_ipv6())?;
         }
         // Room for bursts (many ETRs registering at once): the default ~200 datagrams overflow
         // while a batch is handled. The kernel caps it at net.core.rmem_max.
@@ -48,6 +53,10 @@ impl ControlSocket {
         s.bind(&addr.into())?;
         let socket: std::net::UdpSocket = s.into();
         Ok(ControlSocket { local: socket.local_addr()?, socket })
+    }
+
+    fn wildcard(&self) -> bool {
+        self.local.ip().is_unspecified()
     }
 }
 
@@ -90,12 +99,32 @@ impl Shared {
             }
         }
         for (i, s) in self.sockets.iter().enumerate() {
-            let msgs: Vec<(SocketAddr, &[u8])> =
-                queued.iter().filter(|(j, _)| *j == i).map(|(_, t)| (t.dst, t.data.as_slice())).collect();
+            let mine = queued.iter().filter(|(j, _)| *j == i).map(|(_, t)| t);
+            if !s.wildcard() {
+                let msgs: Vec<(SocketAddr, &[u8])> = mine.map(|t| (t.dst, t.data.as_slice())).collect();
+                sys::send_batch(
+                    s.socket.as_fd(),
+                    &msgs,
+                    |j, e| tracing::debug!(dst = %msgs[j].0, error = %e, "send failed"),
+                );
+                continue;
+            }
+            // From the wildcard socket, each reply leaves from the address its request came to
+            // (the node's `src`), not from whichever the kernel would pick.
+            let msgs: Vec<(Option<IpAddr>, SocketAddr, &[u8])> =
+                mine.map(|t| (t.src.filter(|a| !a.is_unspecified()), t.dst, t.data.as_slice())).collect();
+            let mut refused = Vec::new();
+            sys::send_batch_from(s.socket.as_fd(), &msgs, |j, e| {
+                tracing::debug!(dst = %msgs[j].1, src = ?msgs[j].0, error = %e, "send failed");
+                refused.push(j);
+            });
+            // A source that is not (or no longer) ours: sent as before, from the kernel's choice.
+            let again: Vec<(SocketAddr, &[u8])> =
+                refused.iter().filter(|&&j| msgs[j].0.is_some()).map(|&j| (msgs[j].1, msgs[j].2)).collect();
             sys::send_batch(
                 s.socket.as_fd(),
-                &msgs,
-                |j, e| tracing::debug!(dst = %msgs[j].0, error = %e, "send failed"),
+                &again,
+                |j, e| tracing::debug!(dst = %again[j].0, error = %e, "send failed"),
             );
         }
     }
@@ -229,7 +258,11 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 /// Receives on socket `i` until the process ends.
 fn receive(shared: &Shared, i: usize) {
     let socket = &shared.sockets[i];
-    let mut batch = sys::RecvBatch::new(MAX_DATAGRAM);
+    let mut batch = if socket.wildcard() {
+        sys::RecvBatch::with_destinations(MAX_DATAGRAM)
+    } else {
+        sys::RecvBatch::new(MAX_DATAGRAM)
+    };
     loop {
         match batch.recv(socket.socket.as_fd()) {
             Ok(_) => {}
@@ -244,9 +277,11 @@ fn receive(shared: &Shared, i: usize) {
         let Ok(mut node) = shared.node.lock() else { return };
         // One clock read per batch: its datagrams were queued within microseconds.
         let now = Instant::now();
-        for (remote, data) in batch.iter() {
+        for (remote, dst, data) in batch.iter_with_destinations() {
+            // The address the datagram was sent to (on a wildcard socket), else the bound one.
+            let local = dst.map_or(socket.local, |ip| SocketAddr::new(ip, socket.local.port()));
             if let Some(remote) = remote {
-                node.handle_datagram(now, socket.local, remote, data);
+                node.handle_datagram(now, local, remote, data);
             }
         }
         shared.flush(&mut node);

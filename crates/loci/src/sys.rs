@@ -1,6 +1,8 @@
 //! The system calls the standard library lacks. Batched UDP receive and send (`recvmmsg`,
 //! `sendmmsg`): one system call for up to [`BATCH`] datagrams, whatever their peers (on
-//! loopback a Map-Server spends most of its time in system calls). For the load generator, UDP
+//! loopback a Map-Server spends most of its time in system calls); on a socket bound to the
+//! unspecified address, with each datagram's destination address and the source address of
+//! each reply (`IP_PKTINFO` / `IPV6_PKTINFO`). For the load generator, UDP
 //! segmentation offload (many same-size datagrams to one peer in one send) and a fine timer
 //! slack for its pacing.
 //!
@@ -9,11 +11,14 @@
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
+
+/// Room for one `in6_pktinfo` or `in_pktinfo` control message, aligned like `cmsghdr`.
+type PktInfoBuf = [u64; 8];
 
 /// Buffers for one `recvmmsg`: [`BATCH`] datagrams of up to `max` bytes each.
 pub struct RecvBatch {
@@ -22,6 +27,9 @@ pub struct RecvBatch {
     addrs: Vec<libc::sockaddr_storage>,
     lens: Vec<usize>,
     count: usize,
+    /// One per datagram when destinations are wanted ([`RecvBatch::with_destinations`]).
+    controls: Vec<PktInfoBuf>,
+    dsts: Vec<Option<IpAddr>>,
 }
 
 impl RecvBatch {
@@ -33,7 +41,15 @@ impl RecvBatch {
             addrs: vec![unsafe { zeroed() }; BATCH],
             lens: vec![0; BATCH],
             count: 0,
+            controls: Vec::new(),
+            dsts: vec![None; BATCH],
         }
+    }
+
+    /// Also takes each datagram's destination address, which a socket bound to the unspecified
+    /// address reports once [`want_destinations`] is on.
+    pub fn with_destinations(max: usize) -> Self {
+        RecvBatch { controls: vec![PktInfoBuf::default(); BATCH], ..RecvBatch::new(max) }
     }
 
     /// Waits for one datagram (as the socket's blocking mode and timeout say), then takes every
@@ -59,8 +75,13 @@ impl RecvBatch {
                 h
             })
             .collect();
-        // SAFETY: every header points at an iovec, a buffer and an address that live until the
-        // call returns and whose sizes are the ones given; the kernel writes within them only.
+        for (h, c) in hdrs.iter_mut().zip(self.controls.iter_mut()) {
+            h.msg_hdr.msg_control = c.as_mut_ptr().cast();
+            h.msg_hdr.msg_controllen = size_of::<PktInfoBuf>();
+        }
+        // SAFETY: every header points at an iovec, a buffer, an address and (when asked for) a
+        // control buffer that live until the call returns and whose sizes are the ones given;
+        // the kernel writes within them only.
         let n = unsafe {
             libc::recvmmsg(
                 fd.as_raw_fd(),
@@ -74,8 +95,10 @@ impl RecvBatch {
             return Err(io::Error::last_os_error());
         }
         self.count = n as usize;
-        for (len, h) in self.lens.iter_mut().zip(&hdrs[..self.count]) {
-            *len = (h.msg_len as usize).min(self.max);
+        for (i, h) in hdrs[..self.count].iter().enumerate() {
+            self.lens[i] = (h.msg_len as usize).min(self.max);
+            // SAFETY: the kernel filled in this header; with no control buffer its length is 0.
+            self.dsts[i] = if self.controls.is_empty() { None } else { unsafe { pktinfo_destination(&h.msg_hdr) } };
         }
         Ok(self.count)
     }
@@ -83,45 +106,168 @@ impl RecvBatch {
     /// The datagrams of the last [`RecvBatch::recv`] with their sources (`None` for an address
     /// family other than IPv4 and IPv6, which a UDP socket never reports).
     pub fn iter(&self) -> impl Iterator<Item = (Option<SocketAddr>, &[u8])> + '_ {
-        (0..self.count).map(|i| (to_std(&self.addrs[i]), &self.bufs[i * self.max..i * self.max + self.lens[i]]))
+        self.iter_with_destinations().map(|(src, _, data)| (src, data))
     }
+
+    /// The same with each datagram's destination address, when it was asked for and reported.
+    pub fn iter_with_destinations(&self) -> impl Iterator<Item = (Option<SocketAddr>, Option<IpAddr>, &[u8])> + '_ {
+        (0..self.count)
+            .map(|i| (to_std(&self.addrs[i]), self.dsts[i], &self.bufs[i * self.max..i * self.max + self.lens[i]]))
+    }
+}
+
+/// Has a socket report each datagram's destination address (`IP_PKTINFO`, or
+/// `IPV6_RECVPKTINFO` on an IPv6 socket): what a socket bound to the unspecified address needs
+/// to tell which of the host's addresses was asked.
+pub fn want_destinations(fd: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
+    let (level, name) =
+        if v6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) } else { (libc::IPPROTO_IP, libc::IP_PKTINFO) };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` lives across the call and its exact size is passed; the kernel only reads it.
+    let r = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// The destination address an `IP_PKTINFO` / `IPV6_PKTINFO` control message of `msg` carries.
+///
+/// # Safety
+/// `msg` is a header the kernel filled in, whose control pointer and length describe a live
+/// buffer (or whose control length is 0).
+unsafe fn pktinfo_destination(msg: &libc::msghdr) -> Option<IpAddr> {
+    let mut c = libc::CMSG_FIRSTHDR(msg);
+    while !c.is_null() {
+        let h = &*c;
+        let data = libc::CMSG_DATA(c);
+        let fits = |n: usize| h.cmsg_len as usize >= libc::CMSG_LEN(n as libc::c_uint) as usize;
+        match (h.cmsg_level, h.cmsg_type) {
+            (libc::IPPROTO_IP, libc::IP_PKTINFO) if fits(size_of::<libc::in_pktinfo>()) => {
+                let p = data.cast::<libc::in_pktinfo>().read_unaligned();
+                return Some(IpAddr::V4(Ipv4Addr::from(u32::from_be(p.ipi_addr.s_addr))));
+            }
+            (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if fits(size_of::<libc::in6_pktinfo>()) => {
+                let p = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                return Some(IpAddr::V6(Ipv6Addr::from(p.ipi6_addr.s6_addr)));
+            }
+            _ => {}
+        }
+        c = libc::CMSG_NXTHDR(msg, c);
+    }
+    None
+}
+
+/// Writes into `buf` the control message that makes a datagram from a socket bound to the
+/// unspecified address leave from `src`; returns its length.
+fn pktinfo_source(src: IpAddr, buf: &mut PktInfoBuf) -> usize {
+    match src {
+        IpAddr::V4(a) => {
+            // SAFETY: all-zero is a valid value of this plain C struct.
+            let mut p: libc::in_pktinfo = unsafe { zeroed() };
+            p.ipi_spec_dst.s_addr = u32::from(a).to_be();
+            write_cmsg(buf, libc::IPPROTO_IP, libc::IP_PKTINFO, p)
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: as above.
+            let mut p: libc::in6_pktinfo = unsafe { zeroed() };
+            p.ipi6_addr.s6_addr = a.octets();
+            write_cmsg(buf, libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, p)
+        }
+    }
+}
+
+/// Writes one control message carrying `value` at the start of `buf`; returns its length.
+fn write_cmsg<T: Copy>(buf: &mut PktInfoBuf, level: libc::c_int, ty: libc::c_int, value: T) -> usize {
+    let n = size_of::<T>() as libc::c_uint;
+    // SAFETY: CMSG_SPACE and CMSG_LEN only compute sizes.
+    let (space, len, head) =
+        unsafe { (libc::CMSG_SPACE(n) as usize, libc::CMSG_LEN(n) as usize, libc::CMSG_LEN(0) as usize) };
+    assert!(space <= size_of::<PktInfoBuf>(), "control buffer too small");
+    // SAFETY: all-zero is a valid value of this plain C struct.
+    let mut hdr: libc::cmsghdr = unsafe { zeroed() };
+    hdr.cmsg_len = len as _;
+    hdr.cmsg_level = level;
+    hdr.cmsg_type = ty;
+    let base = buf.as_mut_ptr().cast::<u8>();
+    // SAFETY: `space` bytes fit in the buffer (checked above) and cover the header and the
+    // value; unaligned writes need no alignment.
+    unsafe {
+        std::ptr::write_unaligned(base.cast::<libc::cmsghdr>(), hdr);
+        std::ptr::write_unaligned(base.add(head).cast::<T>(), value);
+    }
+    space
 }
 
 /// Sends each `(destination, payload)` without blocking, [`BATCH`] to a system call. A datagram
 /// the kernel refuses (a full socket buffer included) is skipped and reported to `failed` with
 /// its index in `msgs`; the rest still go.
-pub fn send_batch(fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])], mut failed: impl FnMut(usize, io::Error)) {
-    let mut rest = msgs;
-    while !rest.is_empty() {
-        let at = msgs.len() - rest.len();
-        let chunk = &rest[..rest.len().min(BATCH)];
+pub fn send_batch(fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])], failed: impl FnMut(usize, io::Error)) {
+    send_each(fd, msgs.len(), |i| (None, msgs[i].0, msgs[i].1), failed);
+}
+
+/// [`send_batch`] from a socket bound to the unspecified address, each datagram leaving from
+/// its source address when it has one of its destination's family (a local address, or the
+/// kernel refuses the datagram).
+pub fn send_batch_from(
+    fd: BorrowedFd<'_>,
+    msgs: &[(Option<IpAddr>, SocketAddr, &[u8])],
+    failed: impl FnMut(usize, io::Error),
+) {
+    send_each(fd, msgs.len(), |i| msgs[i], failed);
+}
+
+/// Sends the `count` datagrams `msg(i)` gives: (source, destination, payload).
+fn send_each<'a>(
+    fd: BorrowedFd<'_>,
+    count: usize,
+    msg: impl Fn(usize) -> (Option<IpAddr>, SocketAddr, &'a [u8]),
+    mut failed: impl FnMut(usize, io::Error),
+) {
+    let mut at = 0;
+    while at < count {
+        let chunk: Vec<(Option<IpAddr>, SocketAddr, &[u8])> = (at..count.min(at + BATCH)).map(&msg).collect();
         let mut addrs: Vec<(libc::sockaddr_storage, libc::socklen_t)> =
-            chunk.iter().map(|(a, _)| from_std(a)).collect();
+            chunk.iter().map(|(_, a, _)| from_std(a)).collect();
         let mut iovs: Vec<libc::iovec> = chunk
             .iter()
             // The kernel only reads through iov_base on send; the pointer is mutable by type only.
-            .map(|(_, d)| libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() })
+            .map(|(_, _, d)| libc::iovec { iov_base: d.as_ptr() as *mut libc::c_void, iov_len: d.len() })
             .collect();
-        let mut hdrs: Vec<libc::mmsghdr> = iovs
-            .iter_mut()
-            .zip(addrs.iter_mut())
-            .map(|(iov, (addr, len))| {
-                // SAFETY: all-zero is a valid value of this plain C struct.
-                let mut h: libc::mmsghdr = unsafe { zeroed() };
-                h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
-                h.msg_hdr.msg_namelen = *len;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
-        // SAFETY: every header points at an iovec, a payload and an address that live until the
-        // call returns and whose sizes are the ones given; the kernel only reads them.
+        let sourced = chunk.iter().any(|(src, _, _)| src.is_some());
+        let mut controls = vec![PktInfoBuf::default(); if sourced { chunk.len() } else { 0 }];
+        let mut hdrs: Vec<libc::mmsghdr> = Vec::with_capacity(chunk.len());
+        for (k, (iov, (addr, len))) in iovs.iter_mut().zip(addrs.iter_mut()).enumerate() {
+            // SAFETY: all-zero is a valid value of this plain C struct.
+            let mut h: libc::mmsghdr = unsafe { zeroed() };
+            h.msg_hdr.msg_name = (addr as *mut libc::sockaddr_storage).cast();
+            h.msg_hdr.msg_namelen = *len;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            let (src, dst, _) = chunk[k];
+            if let Some(src) = src.filter(|s| s.is_ipv4() == dst.is_ipv4()) {
+                h.msg_hdr.msg_controllen = pktinfo_source(src, &mut controls[k]);
+                h.msg_hdr.msg_control = controls[k].as_mut_ptr().cast();
+            }
+            hdrs.push(h);
+        }
+        // SAFETY: every header points at an iovec, a payload, an address and (with a source) a
+        // control message that live until the call returns and whose sizes are the ones given;
+        // the kernel only reads them.
         let n = unsafe {
             libc::sendmmsg(fd.as_raw_fd(), hdrs.as_mut_ptr(), chunk.len() as libc::c_uint, libc::MSG_DONTWAIT)
         };
         match n {
-            n if n > 0 => rest = &rest[n as usize..],
+            n if n > 0 => at += n as usize,
             _ => {
                 // The first datagram of the chunk failed: report it and go on with the next.
                 let e = if n == 0 { io::Error::from(io::ErrorKind::WriteZero) } else { io::Error::last_os_error() };
@@ -129,7 +275,7 @@ pub fn send_batch(fd: BorrowedFd<'_>, msgs: &[(SocketAddr, &[u8])], mut failed: 
                     continue;
                 }
                 failed(at, e);
-                rest = &rest[1..];
+                at += 1;
             }
         }
     }
@@ -307,6 +453,55 @@ mod tests {
         for bad in [&[b"ab".as_slice(), b"abc"][..], &[b"".as_slice()][..], &[][..]] {
             assert_eq!(send_segmented(tx.as_fd(), to, bad).unwrap_err().kind(), io::ErrorKind::InvalidInput);
         }
+    }
+
+    #[test]
+    fn a_wildcard_socket_learns_the_address_asked_and_answers_from_it() {
+        let rx = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None).unwrap();
+        want_destinations(rx.as_fd(), false).unwrap();
+        rx.bind(&SocketAddr::from(([0, 0, 0, 0], 0)).into()).unwrap();
+        let rx: UdpSocket = rx.into();
+        rx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let port = rx.local_addr().unwrap().port();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        // All of 127.0.0.0/8 is ours on loopback: two addresses of one host.
+        let asked: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap()];
+        for a in &asked {
+            tx.send_to(b"q", SocketAddr::new(*a, port)).unwrap();
+        }
+        let mut batch = RecvBatch::with_destinations(64);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            batch.recv(rx.as_fd()).unwrap();
+            got.extend(batch.iter_with_destinations().map(|(from, dst, _)| (from, dst)));
+        }
+        let from = Some(tx.local_addr().unwrap());
+        assert_eq!(got, asked.iter().map(|a| (from, Some(*a))).collect::<Vec<_>>());
+        // Answers from the address asked, in reverse order; one from an address that is not
+        // ours is refused and reported.
+        let to = tx.local_addr().unwrap();
+        let foreign: IpAddr = "192.0.2.1".parse().unwrap();
+        let msgs: Vec<(Option<IpAddr>, SocketAddr, &[u8])> =
+            vec![(Some(asked[1]), to, b"a"), (Some(foreign), to, b"x"), (Some(asked[0]), to, b"b"), (None, to, b"c")];
+        let mut refused = Vec::new();
+        send_batch_from(rx.as_fd(), &msgs, |i, _| refused.push(i));
+        assert_eq!(refused, [1]);
+        let mut buf = [0u8; 16];
+        let mut replies = Vec::new();
+        for _ in 0..3 {
+            let (n, from) = tx.recv_from(&mut buf).unwrap();
+            replies.push((buf[..n].to_vec(), from.ip()));
+        }
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(replies, [(b"a".to_vec(), asked[1]), (b"b".to_vec(), asked[0]), (b"c".to_vec(), local)]);
+        // A socket bound to one address says nothing of destinations.
+        let mut plain = RecvBatch::new(64);
+        let bound = UdpSocket::bind("127.0.0.1:0").unwrap();
+        bound.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tx.send_to(b"q", bound.local_addr().unwrap()).unwrap();
+        plain.recv(bound.as_fd()).unwrap();
+        assert_eq!(plain.iter_with_destinations().next().map(|(_, d, _)| d), Some(None));
     }
 
     #[test]

@@ -625,3 +625,92 @@ fn route_withdrawal_and_icmp_unreachable_mark_a_locator_down() {
     println!("locator down after: route withdrawal {withdrawn:?}, ICMP unreachable {icmp:?}");
     assert!(withdrawn < Duration::from_secs(1) && icmp < Duration::from_secs(1), "{withdrawn:?} {icmp:?}");
 }
+
+/// xTR-B listens on the unspecified address (the default) and has a second RLOC of each family
+/// on its underlay interface: xTR-A's probes of each of its four locators are answered from the
+/// address probed (or xTR-A would refuse them), with the p bit on that locator.
+#[test]
+fn a_probe_of_a_second_rloc_is_answered_from_it() {
+    if !runnable() {
+        return;
+    }
+    let mut lab = Lab::build();
+    lab.write_configs();
+    let seconds = [(SITE_B.rloc4, "198.51.100.2"), (SITE_B.rloc6, "2001:db8:2::2")];
+    lab.xb.ip("addr add 198.51.100.2/24 dev underlay");
+    lab.xb.ip("-6 addr add 2001:db8:2::2/64 dev underlay nodad");
+    let path = lab.path("xb.toml");
+    let mut cfg = std::fs::read_to_string(&path).expect("xb.toml");
+    for (first, second) in seconds {
+        let one = format!("rlocs = [{{ address = \"{first}\" }}]");
+        assert!(cfg.contains(&one), "{cfg}");
+        cfg = cfg.replace(&one, &format!("rlocs = [{{ address = \"{first}\" }}, {{ address = \"{second}\" }}]"));
+        cfg = cfg.replace(&format!("\"{first}\", "), &format!("\"{first}\", \"{second}\", "));
+        cfg = cfg.replace(&format!("\"{first}\"]\n"), &format!("\"{first}\", \"{second}\"]\n"));
+    }
+    std::fs::write(&path, cfg).expect("xb.toml");
+    let pcap = lab.path("to-xb.pcapng");
+    let pcap_s = pcap.to_str().expect("utf-8").to_string();
+    let mut capture = Proc::spawn(
+        "tshark",
+        lab.ul.cmd(&["tshark", "-n", "-q", "-i", "to-xb", "-f", "udp port 4342", "-w", &pcap_s]),
+        Some(lab.path("tshark.log")),
+    );
+    let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
+    lab.wait_for("the capture", Duration::from_secs(10), || std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0));
+    lab.start(&ul, "ms");
+    lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
+    lab.start(&xa, "xa");
+    lab.start(&xb, "xb");
+    lab.wait_for("8 registrations", Duration::from_secs(15), || {
+        lab.path("ms.sock").exists() && lab.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
+    });
+    // One EID of each instance resolved: xTR-A caches (and probes) all four locators.
+    for iid in [100, 200] {
+        let (a, dst) = (lab.host('a', iid), SITE_B.host4());
+        lab.wait_for(&format!("a first ping in instance {iid}"), Duration::from_secs(10), || ping_ok(a, &dst, 1));
+    }
+    let all = [SITE_B.rloc4, "198.51.100.2", SITE_B.rloc6, "2001:db8:2::2"];
+    lab.wait_for("answered probes of all four locators", Duration::from_secs(10), || {
+        let rlocs = lab.show(&xa, "xa", "rlocs");
+        all.iter().all(|l| {
+            rlocs
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["locator"] == *l))
+                .is_some_and(|r| r["state"] == "up" && r["replies"].as_u64() >= Some(2))
+        })
+    });
+    let stats = lab.show(&xa, "xa", "stats");
+    assert_eq!(stats["itr"]["probe_replies_wrong_source"], 0, "{:#}", stats["itr"]);
+    // In the capture: every probe reply names the locator it comes from with the p bit.
+    capture.stop();
+    let lines = tshark(&[
+        "-n",
+        "-r",
+        &pcap_s,
+        "-Y",
+        "lisp.mrep.flags.probe == 1",
+        "-T",
+        "fields",
+        "-e",
+        "ip.src",
+        "-e",
+        "ipv6.src",
+        "-e",
+        "udp.payload",
+    ]);
+    let mut from = std::collections::BTreeSet::new();
+    for line in lines.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [v4, v6, payload] = fields[..] else { panic!("unexpected tshark line {line:?}") };
+        let src = if v4.is_empty() { v6 } else { v4 };
+        let bytes = hex::decode(payload.replace(':', "")).expect("hex payload");
+        let reply = <loci_wire::map_reply::MapReply as loci_wire::Wire>::parse(&bytes).expect("a Map-Reply");
+        let probed: Vec<String> =
+            reply.records[0].locators.iter().filter(|l| l.probed).map(|l| l.address.to_string()).collect();
+        assert_eq!(probed, [src], "a probe reply from {src}");
+        from.insert(src.to_string());
+    }
+    // (xTR-B's probes of xTR-A cross this link too, and their replies are checked as well.)
+    assert!(all.iter().all(|a| from.contains(*a)), "probe replies from each of xTR-B's locators: {from:?}");
+}
