@@ -635,7 +635,7 @@ fn a_probe_of_a_second_rloc_is_answered_from_it() {
         return;
     }
     let mut lab = Lab::build();
-    lab.write_configs();
+    lab.write_configs(false);
     let seconds = [(SITE_B.rloc4, "198.51.100.2"), (SITE_B.rloc6, "2001:db8:2::2")];
     lab.xb.ip("addr add 198.51.100.2/24 dev underlay");
     lab.xb.ip("-6 addr add 2001:db8:2::2/64 dev underlay nodad");
