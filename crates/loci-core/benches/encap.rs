@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ipnet::IpNet;
+use loci_core::echo_nonce::{EchoConfig, EchoNonce, EchoTable};
 use loci_core::eid::EidPrefix;
 use loci_core::encap::{
     decapsulate, decapsulate_payload, encapsulate, encapsulate_payload, EncapParams, LocalRlocs, OuterHeader,
@@ -19,6 +20,8 @@ use loci_core::encap::{
 use loci_core::flow_cache::FlowCache;
 use loci_core::locator::{choose, flow_hash, Families, Rloc};
 use loci_core::map_cache::{MapCache, MapCacheConfig, Mapping, Snapshot};
+use loci_core::node::Io;
+use loci_core::probing::{Prober, ProbingConfig};
 use loci_wire::data::HEADER_LEN;
 use loci_wire::Action;
 
@@ -85,6 +88,25 @@ fn inner_packet(v6: bool) -> Vec<u8> {
     p
 }
 
+/// Echo-nonce's table with a request armed for `rloc`, as the control plane leaves it.
+fn echo_table(rloc: IpAddr) -> EchoTable {
+    use rand::SeedableRng;
+    let now = Instant::now();
+    let mut cache = MapCache::new(MapCacheConfig::default());
+    let prefix = EidPrefix::new(0, "10.0.0.0/24".parse().unwrap());
+    let mut m =
+        Mapping::new(prefix, vec![Rloc::new(rloc, 1, 100, true)], Action::NO_ACTION, Duration::from_secs(60), now);
+    m.echo_nonce = true;
+    cache.insert(m, "10.0.0.1".parse().unwrap());
+    cache.publish();
+    let mut prober = Prober::new(ProbingConfig::default());
+    let mut echo = EchoNonce::new(EchoConfig::default());
+    let (mut rng, mut io) = (rand::rngs::StdRng::seed_from_u64(1), Io::default());
+    echo.handle_timeout(now, &mut cache, &mut prober, &mut rng, &mut io);
+    assert!(echo.table().outgoing(rloc).is_some_and(|n| n.echo_request), "a request is armed");
+    echo.table()
+}
+
 fn encap_decap(c: &mut Criterion) {
     for (name, v6_inner, src, dst) in [
         ("encap_decap/v4_in_v4_1400B", false, "192.0.2.1", "192.0.2.2"),
@@ -108,19 +130,29 @@ fn encap_decap(c: &mut Criterion) {
         best_of(name, round_trip);
     }
     // The data plane's path: the ITR writes only the LISP header (its UDP socket adds IP and
-    // UDP), the ETR checks the payload its socket received.
-    for (name, v6_inner) in [("encap_decap_payload/v4_1400B", false), ("encap_decap_payload/v6_1400B", true)] {
+    // UDP), the ETR checks the payload its socket received. With echo-nonce on, the ITR also
+    // looks up the locator's nonce and the ETR notes the one it receives.
+    let (src, dst): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+    let echo = echo_table(dst);
+    for (name, v6_inner, echo) in [
+        ("encap_decap_payload/v4_1400B", false, None),
+        ("encap_decap_payload/v6_1400B", true, None),
+        ("encap_decap_payload/v4_1400B_echo_nonce", false, Some(&echo)),
+    ] {
         let inner = inner_packet(v6_inner);
         let mut buf = vec![0u8; HEADER_LEN];
         buf.extend_from_slice(&inner);
         let range = HEADER_LEN..buf.len();
-        let (src, dst): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let filter = LocalRlocs { rlocs: vec![dst], iids: vec![7] };
         let outer = OuterHeader { src, dst, ttl: 64, tos: 0, src_port: 0xc000, dst_port: 4341 };
         let mut round_trip = || {
-            let p = encapsulate_payload(black_box(&mut buf), range.clone(), 7, None).expect("encapsulates");
+            let nonce = echo.and_then(|e| e.outgoing(black_box(dst)));
+            let p = encapsulate_payload(black_box(&mut buf), range.clone(), 7, nonce).expect("encapsulates");
             let d =
                 decapsulate_payload(&mut buf[p.range], black_box(&outer), black_box(&filter)).expect("decapsulates");
+            if let Some(e) = echo {
+                e.incoming(black_box(src), &d.lisp);
+            }
             black_box(d.inner.start);
         };
         c.bench_function(name, |b| b.iter(&mut round_trip));

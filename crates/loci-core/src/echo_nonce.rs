@@ -100,8 +100,12 @@ pub struct EchoSlot {
 /// ETR workers. Replaced as a whole when the set of locators changes (rarely).
 #[derive(Debug, Clone, Default)]
 pub struct EchoTable {
-    slots: Arc<ArcSwap<HashMap<IpAddr, Arc<EchoSlot>>>>,
+    slots: Arc<ArcSwap<Slots>>,
 }
+
+/// Looked up twice per packet (ITR and ETR): foldhash rather than SipHash, whose flood
+/// resistance buys nothing here (only the control plane adds keys: map-cache locators).
+type Slots = HashMap<IpAddr, Arc<EchoSlot>, foldhash::fast::RandomState>;
 
 impl EchoTable {
     /// ITR, per packet to `rloc`: the nonce its LISP header carries: the peer's, echoed, when
@@ -250,7 +254,7 @@ impl EchoNonce {
         }
         let old = self.table.slots.load_full();
         self.locators.retain(|a, _| wanted.contains(a));
-        let mut slots = HashMap::with_capacity(wanted.len());
+        let mut slots = Slots::with_capacity_and_hasher(wanted.len(), Default::default());
         for a in wanted {
             slots.insert(a, old.get(&a).cloned().unwrap_or_default());
             self.locators.entry(a).or_insert_with(|| EchoState {
@@ -362,7 +366,7 @@ mod tests {
         if let Some(n) = request {
             slot.request.store(SET | n, Relaxed);
         }
-        t.slots.store(Arc::new(HashMap::from([(peer, slot.clone())])));
+        t.slots.store(Arc::new(Slots::from_iter([(peer, slot.clone())])));
         (t, slot)
     }
 
