@@ -9,10 +9,11 @@
 # Prints the figures and the LISP/native ratio, then removes everything it made.
 #
 # Usage: lab/bench-dataplane.sh [--rloc 4|6] [--eid 4|6] [--secs N] [--pps N] [--loci PATH]
+#                                [--echo-nonce]   (the xTRs request and echo nonces: RFC 9300 §10.1)
 # Needs root, iproute2, iperf3. Traffic stays inside the namespaces this script creates.
 set -euo pipefail
 
-RLOC=4 EID=4 SECS=5 PPS=200000 LOCI=""
+RLOC=4 EID=4 SECS=5 PPS=200000 LOCI="" ECHO=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --rloc) RLOC=$2; shift 2 ;;
@@ -20,7 +21,8 @@ while [ $# -gt 0 ]; do
     --secs) SECS=$2; shift 2 ;;
     --pps) PPS=$2; shift 2 ;;
     --loci) LOCI=$2; shift 2 ;;
-    *) echo "usage: $0 [--rloc 4|6] [--eid 4|6] [--secs N] [--pps N] [--loci PATH]" >&2; exit 2 ;;
+    --echo-nonce) ECHO=true; shift ;;
+    *) echo "usage: $0 [--rloc 4|6] [--eid 4|6] [--secs N] [--pps N] [--loci PATH] [--echo-nonce]" >&2; exit 2 ;;
   esac
 done
 case "$RLOC$EID" in 44|46|64|66) ;; *) echo "--rloc and --eid take 4 or 6" >&2; exit 2 ;; esac
@@ -161,6 +163,8 @@ roles = ["itr", "etr"]
 map-servers = [{ address = "203.0.113.10", auth = { algorithm = "hmac-sha256-128", key = "$2" } }]
 map-resolvers = ["203.0.113.10"]
 rlocs = ["$3", "$4"]
+[xtr.echo-nonce]
+enabled = $ECHO
 [[xtr.instance]]
 iid = 0
 tun = "lisp0"
@@ -200,7 +204,7 @@ T1=$(ticks)
 read -r OFF PPS_OK LOSS < <(udp "$PPS")
 read -r OFF_MAX PPS_MAX LOSS_MAX < <(udp 2000000)
 
-echo "data plane, IPv$EID EIDs over IPv$RLOC RLOCs, $(nproc) cores, ${SECS}s per run"
+echo "data plane, IPv$EID EIDs over IPv$RLOC RLOCs, $(nproc) cores, ${SECS}s per run, echo-nonce $ECHO"
 printf "  TCP native (no LISP)      %8s Gbit/s\n" "${NATIVE:-?}"
 printf "  TCP through the xTRs      %8s Gbit/s\n" "${LISP:-?}"
 awk -v a="${LISP:-0}" -v b="${NATIVE:-0}" 'BEGIN { if (b > 0) printf "  ratio LISP/native         %8.2f\n", a / b }'
@@ -218,6 +222,10 @@ for n in xa xb; do
 done
 # Where the lost datagrams went: the TUN device's queue (the ITR did not keep up) or the ETR
 # socket's receive buffer.
+if [ "$ECHO" = true ]; then
+  echo "  xa echo-nonce: $(x "${P}xa" "$LOCI" show stats --socket "$DIR/xa.sock" 2>/dev/null |
+    grep -E 'echo-' | tr -s ' ' | tr '\n' ',' | sed 's/,$//')"
+fi
 tun_drops=$(x "${P}xa" ip -s link show lisp0 | awk '/TX:/{getline; print $4}')
 rcvbuf() { # UDP receive-buffer overflows in a namespace, IPv4 and IPv6
   x "$1" awk '/^Udp:/ { if (h) n += $6; h = 1 } /^Udp6RcvbufErrors/ { n += $2 } END { print n + 0 }' \
