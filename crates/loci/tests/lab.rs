@@ -356,6 +356,10 @@ fn locator_and_map_resolver_failover_within_targets() {
     let veths = root_veths();
     let (r, run) = lab_json("failover");
     let steps = r["steps"].as_array().expect("steps");
+    // The first resolution of the run: both sides resolve within tens of ms, once the lab's
+    // links are up (a bridge port still coming up used to cost the first ARP request, 1 s).
+    let first = step(&r, "ping");
+    assert!(first["first_reply_ms"].as_f64() < Some(500.0), "first resolution: {first:#}");
     let outage = step(&r, "outage");
     let streams = outage["streams"].as_array().expect("streams");
     let by_itr = |itr: &str| streams.iter().find(|s| s["itr"] == itr).unwrap_or_else(|| panic!("{outage:#}"));

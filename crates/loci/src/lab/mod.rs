@@ -297,6 +297,7 @@ impl<'t> Lab<'t> {
                 self.netns(&n.name).exec(&words).with_context(|| format!("node {}", n.name))?;
             }
         }
+        self.wait_links_ready()?;
         for n in topo.nodes.iter().filter(|n| n.daemon.is_some()) {
             sys::check_interrupt()?;
             let cfg = self.dir.path.join(format!("{}.toml", n.name));
@@ -322,6 +323,40 @@ impl<'t> Lab<'t> {
             })?;
         }
         Ok(())
+    }
+
+    /// Waits until every link end has its carrier and every bridge port forwards. The kernel
+    /// reports carrier changes in batches up to a second apart (linkwatch) when many links
+    /// change at once, as here; until then a bridge port drops what enters it, and the first
+    /// ARP request over it would be lost (a second's retry, not a loci delay, in the figures).
+    fn wait_links_ready(&self) -> Result<()> {
+        let topo = self.topo;
+        sys::poll("the lab's links to come up", START_PATIENCE, || {
+            for n in &topo.nodes {
+                let ns = self.netns(&n.name);
+                let ends: Vec<&str> = topo
+                    .links
+                    .iter()
+                    .flat_map(|l| &l.ends)
+                    .filter(|e| e.node == n.name)
+                    .map(|e| e.dev.as_str())
+                    .collect();
+                let links: Value = serde_json::from_str(&ns.ip(&["-j", "link", "show"])?)?;
+                let up = |dev: &str| {
+                    links.as_array().into_iter().flatten().any(|l| l["ifname"] == dev && l["operstate"] == "UP")
+                };
+                if !ends.iter().all(|d| up(d)) {
+                    return Ok(None);
+                }
+                if !n.bridges.is_empty() {
+                    let ports: Value = serde_json::from_str(&ns.exec(&["bridge", "-j", "link", "show"])?)?;
+                    if ports.as_array().into_iter().flatten().any(|p| p["state"] != "forwarding") {
+                        return Ok(None);
+                    }
+                }
+            }
+            Ok(Some(()))
+        })
     }
 
     /// `loci show` on the daemon of `node`, as JSON.
