@@ -63,6 +63,7 @@ pub use frame::parse_mac;
 pub use loci_core::encap::{ENCAP_OVERHEAD_V4, ENCAP_OVERHEAD_V6};
 pub use mtu::MtuMethod;
 pub use status::StatusSink;
+pub use sys::set_int_option;
 pub use tun::add_route;
 
 /// One instance ID's TUN device and the EID prefixes routed into it.

@@ -122,22 +122,7 @@ impl RecvBatch {
 pub fn want_destinations(fd: BorrowedFd<'_>, v6: bool) -> io::Result<()> {
     let (level, name) =
         if v6 { (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO) } else { (libc::IPPROTO_IP, libc::IP_PKTINFO) };
-    let one: libc::c_int = 1;
-    // SAFETY: `one` lives across the call and its exact size is passed; the kernel only reads it.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    loci_dataplane::set_int_option(fd, level, name, 1)
 }
 
 /// The destination address an `IP_PKTINFO` / `IPV6_PKTINFO` control message of `msg` carries.

@@ -353,6 +353,34 @@ impl Lab {
         self.procs.push(p);
     }
 
+    /// Starts the Map-Server, then both xTRs, and waits until both sites are registered
+    /// (traffic before would get, and cache, a negative reply).
+    fn start_all(&mut self) {
+        let (ul, xa, xb) = (self.ul.0.clone(), self.xa.0.clone(), self.xb.0.clone());
+        self.start(&ul, "ms");
+        self.wait_for("the Map-Server's API", Duration::from_secs(10), || self.path("ms.sock").exists());
+        self.start(&xa, "xa");
+        self.start(&xb, "xb");
+        self.wait_for("8 registrations", Duration::from_secs(15), || {
+            self.path("ms.sock").exists()
+                && self.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
+        });
+    }
+
+    /// A tshark capture on the underlay router's device `dev` (with capture filter `filter`),
+    /// once it writes: the process and the file.
+    fn capture(&self, dev: &str, filter: Option<&str>) -> (Proc, String) {
+        let pcap = self.path(&format!("{dev}.pcapng"));
+        let file = pcap.to_str().expect("utf-8").to_string();
+        let mut args = vec!["tshark", "-n", "-q", "-i", dev, "-w", &file];
+        if let Some(f) = filter {
+            args.extend(["-f", f]);
+        }
+        let p = Proc::spawn("tshark", self.ul.cmd(&args), Some(self.path("tshark.log")));
+        self.wait_for("the capture", Duration::from_secs(10), || std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0));
+        (p, file)
+    }
+
     fn logs(&self) -> String {
         self.procs.iter().map(Proc::log_tail).collect()
     }
@@ -436,23 +464,9 @@ fn xtr_pair_forwards_every_family_combination_and_keeps_instances_apart() {
     let mut lab = Lab::build();
     lab.write_configs(true);
     // A capture of the underlay between xTR-A and the router, for the whole run.
-    let pcap = lab.path("underlay.pcapng");
-    let pcap_s = pcap.to_str().expect("utf-8").to_string();
-    let mut capture = Proc::spawn(
-        "tshark",
-        lab.ul.cmd(&["tshark", "-n", "-q", "-i", "to-xa", "-w", &pcap_s]),
-        Some(lab.path("tshark.log")),
-    );
-    let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
-    lab.start(&ul, "ms");
-    lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
-    lab.start(&xa, "xa");
-    lab.start(&xb, "xb");
-    // Traffic before the sites registered would get (and cache) a negative reply.
-    lab.wait_for("8 registrations", Duration::from_secs(15), || {
-        lab.path("ms.sock").exists() && lab.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
-    });
-    lab.wait_for("the capture", Duration::from_secs(10), || std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0));
+    let (mut capture, pcap_s) = lab.capture("to-xa", None);
+    let (xa, xb) = (lab.xa.0.clone(), lab.xb.0.clone());
+    lab.start_all();
 
     for &(iid, rloc_v6) in &IIDS {
         let other = IIDS.iter().find(|i| i.0 != iid).expect("other").0;
@@ -576,14 +590,8 @@ fn route_withdrawal_and_icmp_unreachable_mark_a_locator_down() {
     }
     let mut lab = Lab::build();
     lab.write_configs(false);
-    let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
-    lab.start(&ul, "ms");
-    lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
-    lab.start(&xa, "xa");
-    lab.start(&xb, "xb");
-    lab.wait_for("8 registrations", Duration::from_secs(15), || {
-        lab.path("ms.sock").exists() && lab.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
-    });
+    let xa = lab.xa.0.clone();
+    lab.start_all();
     let (a, dst) = (lab.host('a', 100), SITE_B.host4());
     lab.wait_for("a first ping", Duration::from_secs(10), || ping_ok(a, &dst, 1));
     let peer = SITE_B.rloc4;
@@ -649,22 +657,9 @@ fn a_probe_of_a_second_rloc_is_answered_from_it() {
         cfg = cfg.replace(&format!("\"{first}\"]\n"), &format!("\"{first}\", \"{second}\"]\n"));
     }
     std::fs::write(&path, cfg).expect("xb.toml");
-    let pcap = lab.path("to-xb.pcapng");
-    let pcap_s = pcap.to_str().expect("utf-8").to_string();
-    let mut capture = Proc::spawn(
-        "tshark",
-        lab.ul.cmd(&["tshark", "-n", "-q", "-i", "to-xb", "-f", "udp port 4342", "-w", &pcap_s]),
-        Some(lab.path("tshark.log")),
-    );
-    let (ul, xa, xb) = (lab.ul.0.clone(), lab.xa.0.clone(), lab.xb.0.clone());
-    lab.wait_for("the capture", Duration::from_secs(10), || std::fs::metadata(&pcap).is_ok_and(|m| m.len() > 0));
-    lab.start(&ul, "ms");
-    lab.wait_for("the Map-Server's API", Duration::from_secs(10), || lab.path("ms.sock").exists());
-    lab.start(&xa, "xa");
-    lab.start(&xb, "xb");
-    lab.wait_for("8 registrations", Duration::from_secs(15), || {
-        lab.path("ms.sock").exists() && lab.show(&ul, "ms", "registrations").as_array().is_some_and(|a| a.len() == 8)
-    });
+    let (mut capture, pcap_s) = lab.capture("to-xb", Some("udp port 4342"));
+    let xa = lab.xa.0.clone();
+    lab.start_all();
     // One EID of each instance resolved: xTR-A caches (and probes) all four locators.
     for iid in [100, 200] {
         let (a, dst) = (lab.host('a', iid), SITE_B.host4());
