@@ -31,7 +31,7 @@
 //! strangers change nothing; an echo counts only if it is the nonce requested now. A forged
 //! "no echo" can mark a locator down only until its next answered probe.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -143,10 +143,6 @@ impl EchoTable {
             s.echoed.store(n, Relaxed);
         }
     }
-
-    fn slot(&self, rloc: IpAddr) -> Option<Arc<EchoSlot>> {
-        self.slots.load().get(&rloc).cloned()
-    }
 }
 
 /// Where a locator's echo check stands.
@@ -242,7 +238,7 @@ impl EchoNonce {
     /// from the Map-Server, which cannot say); a new table when the set changed. A locator
     /// that left forgets its state.
     fn sync(&mut self, now: Instant, cache: &MapCache, prober: &Prober) {
-        let wanted: Vec<IpAddr> = cache
+        let wanted: HashSet<IpAddr> = cache
             .locators()
             .filter(|&(a, prefix)| {
                 prober.locator(a).is_some_and(|s| s.echo_nonce) || cache.get(&prefix).is_some_and(|m| m.echo_nonce)
@@ -284,8 +280,9 @@ impl EchoNonce {
         self.ticked = Some(now);
         let (half, interval) = (self.tick(), self.config.interval);
         let mut broken = Vec::new();
+        let slots = self.table.slots.load();
         for (&addr, st) in &mut self.locators {
-            let Some(slot) = self.table.slot(addr) else { continue };
+            let Some(slot) = slots.get(&addr) else { continue };
             // The peer's request is echoed until a tick passes without one.
             let requests_in = slot.requests_in.load(Relaxed);
             if requests_in != st.requests_in.0 {
