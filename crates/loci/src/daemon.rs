@@ -99,20 +99,14 @@ impl Shared {
             }
         }
         for (i, s) in self.sockets.iter().enumerate() {
-            let mine = queued.iter().filter(|(j, _)| *j == i).map(|(_, t)| t);
-            if !s.wildcard() {
-                let msgs: Vec<(SocketAddr, &[u8])> = mine.map(|t| (t.dst, t.data.as_slice())).collect();
-                sys::send_batch(
-                    s.socket.as_fd(),
-                    &msgs,
-                    |j, e| tracing::debug!(dst = %msgs[j].0, error = %e, "send failed"),
-                );
-                continue;
-            }
-            // From the wildcard socket, each reply leaves from the address its request came to
+            // From a wildcard socket, each reply leaves from the address its request came to
             // (the node's `src`), not from whichever the kernel would pick.
-            let msgs: Vec<(Option<IpAddr>, SocketAddr, &[u8])> =
-                mine.map(|t| (t.src.filter(|a| !a.is_unspecified()), t.dst, t.data.as_slice())).collect();
+            let wildcard = s.wildcard();
+            let msgs: Vec<(Option<IpAddr>, SocketAddr, &[u8])> = queued
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, t)| (t.src.filter(|a| wildcard && !a.is_unspecified()), t.dst, t.data.as_slice()))
+                .collect();
             let mut refused = Vec::new();
             sys::send_batch_from(s.socket.as_fd(), &msgs, |j, e| {
                 tracing::debug!(dst = %msgs[j].1, src = ?msgs[j].0, error = %e, "send failed");
